@@ -1,0 +1,1 @@
+"""Entry points: the Streamlit UI, the `rational` CLI and the background worker."""

@@ -1,0 +1,17 @@
+"""The one rule for prompt identity: sha256 of the normalised text."""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_WS = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """NFKC, whitespace runs collapsed, ends stripped. Case and punctuation are kept: they can change meaning."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def prompt_sha256(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
