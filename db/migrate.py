@@ -23,16 +23,22 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Apply migrations. "heads": feature branches of the migration tree (one per area) all apply."""
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_heads(engine: Engine) -> tuple[str, ...]:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+
+
+def current_revision(engine: Engine) -> str | None:
+    heads = current_heads(engine)
+    return ",".join(heads) if heads else None
 
 
 def schema_diff(engine: Engine) -> list:
@@ -42,13 +48,13 @@ def schema_diff(engine: Engine) -> list:
         return compare_metadata(ctx, SQLModel.metadata)
 
 
-def head_revision() -> str:
+def head_revisions() -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 
 
 def ensure_schema(engine: Engine) -> None:
     """Bring the database to head if it is behind (cheap when it is already there)."""
-    if current_revision(engine) != head_revision():
+    if current_heads(engine) != head_revisions():
         upgrade(engine)

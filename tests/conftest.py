@@ -15,6 +15,9 @@ from sqlalchemy.engine import make_url
 from db.engine import make_engine
 from db.migrate import upgrade
 
+# Fixtures of later areas (tiny model, servers) live in their own modules.
+pytest_plugins = ["tests.fixtures_ml"]
+
 PG_URL = os.environ.get("RATIONAL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _pg_state: dict = {}
 
