@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Rational Studio: safety reasoning traces, "
                   "review, export, training and evaluation.")
@@ -24,6 +24,16 @@ app.add_typer(users_app, name="users")
 app.add_typer(sets_app, name="sets")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(__import__("app.cli_argilla").cli_argilla.argilla_app, name="argilla")  # push/pull/status
+from app import cli_eval  # noqa: E402  (eval commands; the module imports nothing from here at load)
+app.command("eval")(cli_eval.eval_command)
+app.command("eval-runs")(cli_eval.eval_runs_command)
+app.command("compare")(cli_eval.compare_command)
+__import__("app.cli_review").cli_review.install(app, users_app)  # users list|set-role, queues …
+__import__("app.cli_generation").cli_generation.install(app)  # generate, mutate, label, templates
+app.command("export")(__import__("app.cli_training").cli_training.export_cmd)  # export snapshots
+app.command("train")(__import__("app.cli_training").cli_training.train_cmd)  # LoRA SFT/DPO runs
+app.command("loop")(__import__("app.cli_loop").cli_loop.loop_command)  # the RATIONAL loop end to end
 out = Console()
 err = Console(stderr=True)
 
@@ -43,8 +53,9 @@ def engine():
 
 
 def progress_bar():
+    # Only on a terminal: in scripts and logs a bar's last frame would come before the one-line error.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=False)
+                    console=err, transient=False, disable=not err.is_terminal)
 
 
 @db_app.command("upgrade")
@@ -83,7 +94,9 @@ def sets_list() -> None:
     from db.crud import list_sets
 
     installed = {s["name"]: s["prompts"] for s in list_sets(engine())}
-    t = Table("name", "split", "behaviour", "license", "installed", "use")
+    # The name is what `sets import` takes: never cut it, whatever the width of the output.
+    t = Table(Column("name", no_wrap=True, min_width=max(len(n) for n in BUILTIN_SETS)), "split", "behaviour",
+              "license", "installed", "use")
     for s in BUILTIN_SETS.values():
         beh = s.behavior or ",".join(f"{k}→{v}" for k, v in s.behavior_map.items())
         t.add_row(s.name, s.split, beh, s.license, str(installed.get(s.name, "-")), s.use)
@@ -175,9 +188,14 @@ def import_file(
         fail(str(e))
     for e in report.errors[:20]:
         loc = f"line {e['line']}" if e["line"] is not None else f"row {e['row']}"
-        err.print(f"  {e['file']}:{loc}: field '{e['field']}': {e['message']}", markup=False, highlight=False)
+        err.print(f"  {e['file']}:{loc}: field '{e['field']}': {e['message']}", markup=False, highlight=False,
+                  soft_wrap=True)
     if report.invalid > 20:
         err.print(f"  … and {report.invalid - 20} more invalid rows")
+    for w in report.warnings[:20]:
+        loc = f"line {w['line']}" if w["line"] is not None else f"row {w['row']}"
+        err.print(f"  warning: {w['file']}:{loc}: field '{w['field']}': {w['message']}", markup=False,
+                  highlight=False, soft_wrap=True)
     if report.status != "succeeded":
         fail(report.summary())
     out.print(report.summary(), markup=False, highlight=False)
@@ -231,7 +249,8 @@ def serve(port: int = typer.Option(8501, "--port"), address: str = typer.Option(
     engine()
     script = Path(__file__).with_name("streamlit_app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-           "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
     raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
 
 

@@ -17,6 +17,10 @@ from db.jobs import JOB_KINDS, JobCancelled, JobContext
 def load_job_kinds() -> None:
     """Import every module that registers job kinds (later issues add theirs here)."""
     import curation.jobs  # noqa: F401
+    import curation.jobs_argilla  # noqa: F401
+    import curation.jobs_generation  # noqa: F401
+    import training.jobs_eval  # noqa: F401
+    import training.loop  # noqa: F401  (the "loop" quick start)
 
     try:
         import training.jobs  # noqa: F401

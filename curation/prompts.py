@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
-
-_WS = re.compile(r"\s+")
 
 
 def normalise_text(text: str) -> str:
     """NFKC, whitespace runs collapsed, ends stripped. Case and punctuation are kept: they can change meaning."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    return " ".join(unicodedata.normalize("NFKC", text).split())  # split() = Unicode whitespace, like \s+
 
 
 def prompt_sha256(text: str) -> str:

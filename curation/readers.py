@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -107,7 +108,7 @@ def count_rows_hint(path: str, fmt: str) -> int | None:
 
 def _bad_utf8_field(values: dict[str, Any]) -> str | None:
     for k, v in values.items():
-        if isinstance(v, str):
+        if isinstance(v, str) and not v.isascii():  # ASCII is valid UTF-8; only the rest can hold escapes
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
@@ -123,7 +124,8 @@ def _csv_rows(path: str, delimiter: str, required: tuple[str, ...]) -> Iterator[
         try:
             header = next(reader)
         except StopIteration:
-            raise ImportFileError(path, "the file is empty (no header line)", line=1)
+            raise ImportFileError(path, "the file is empty (no header line)", line=1,
+                                  field_name=required[0] if required else None)
         except csv.Error as e:
             raise ImportFileError(path, f"cannot read the header: {e}", line=1)
         header = [h.strip() for h in header]
@@ -155,14 +157,17 @@ def _csv_rows(path: str, delimiter: str, required: tuple[str, ...]) -> Iterator[
                 row_no -= 1
                 continue
             if len(cells) != len(header):
-                yield RowError(path, row_no, line, "(row)",
-                               f"expected {len(header)} cells as in the header, found {len(cells)}")
+                # Name the first column the row does not fill (or the first surplus cell) as the field.
+                fld = header[len(cells)] if len(cells) < len(header) else f"(cell {len(header) + 1})"
+                yield RowError(path, row_no, line, fld,
+                               f"ragged row: expected {len(header)} cells as in the header, found {len(cells)}")
                 continue
             values = dict(zip(header, cells))
-            bad = _bad_utf8_field(values)
-            if bad is not None:
-                yield RowError(path, row_no, line, bad, "invalid UTF-8 bytes")
-                continue
+            if not "".join(cells).isascii():  # one C-level check for the common all-ASCII row
+                bad = _bad_utf8_field(values)
+                if bad is not None:
+                    yield RowError(path, row_no, line, bad, "invalid UTF-8 bytes")
+                    continue
             yield SourceRow(row_no, line, values)
 
 
@@ -173,21 +178,45 @@ def _jsonl_rows(path: str) -> Iterator[SourceRow | RowError]:
             if not raw.strip():
                 continue
             row_no += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RowError(path, row_no, line_no, "(line)", f"invalid UTF-8 at byte {e.start}")
-                continue
+            # surrogateescape keeps undecodable bytes, so the report can name the field that holds them.
+            text = raw.decode("utf-8", errors="surrogateescape")
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                what = "truncated JSON" if e.pos >= len(text.rstrip()) else "invalid JSON"
-                yield RowError(path, row_no, line_no, "(line)", f"{what}: {e.msg} at column {e.colno}")
+                # A cut-off line (e.g. a partial last write) does not end its object; anything else is bad JSON.
+                cut = e.pos >= len(text.rstrip()) or not text.rstrip().endswith(("}", "]"))
+                what = "truncated JSON (the line ends before the object does)" if cut else "invalid JSON"
+                yield RowError(path, row_no, line_no, _last_key(text[:e.pos]),
+                               f"{what}: {e.msg} (column {e.colno})")
                 continue
             if not isinstance(obj, dict):
                 yield RowError(path, row_no, line_no, "(line)", f"expected a JSON object, found {type(obj).__name__}")
                 continue
+            bad = _bad_utf8_field(obj)
+            if bad is not None:
+                yield RowError(path, row_no, line_no, bad, "invalid UTF-8 bytes")
+                continue
+            if not text.isascii() and _has_escapes(text):  # bad bytes outside string values, e.g. in a key
+                yield RowError(path, row_no, line_no, "(line)", "invalid UTF-8 bytes")
+                continue
             yield SourceRow(row_no, line_no, obj)
+
+
+_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+def _last_key(text: str) -> str:
+    """The last object key before a parse error: the field a cut-off or broken line was in."""
+    keys = _KEY.findall(text)
+    return keys[-1] if keys else "(line)"
+
+
+def _has_escapes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def _json_rows(path: str) -> Iterator[SourceRow | RowError]:

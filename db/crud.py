@@ -10,6 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from db.engine import write_engine
 from db.models import ROLES, Job, Prompt, PromptImport, PromptSet, User
 
 _hasher = PasswordHasher()
@@ -24,10 +25,11 @@ def create_user(engine: Engine, username: str, password: str, role: str) -> User
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
     if len(password) < 8:
         raise ValueError("the password must have at least 8 characters")
-    with Session(engine, expire_on_commit=False) as s:
+    password_hash = _hasher.hash(password)  # slow on purpose: do it before taking the write lock
+    with Session(write_engine(engine), expire_on_commit=False) as s:
         if s.execute(select(User.id).where(User.username == username)).first():
             raise ValueError(f"user '{username}' already exists")
-        user = User(username=username, password_hash=_hasher.hash(password), role=role)
+        user = User(username=username, password_hash=password_hash, role=role)
         s.add(user)
         s.commit()
         return user

@@ -53,11 +53,19 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN")
+            # A deferred transaction that reads and then writes fails at once (SQLITE_BUSY, busy_timeout does not
+            # apply) when another writer committed in between; read-then-write transactions use write_engine().
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate")
+                                 else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def write_engine(engine: Engine) -> Engine:
+    """The same engine, but its transactions take SQLite's write lock up front (no effect on PostgreSQL)."""
+    return engine.execution_options(sqlite_immediate=True)
 
 
 @lru_cache(maxsize=8)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from db.engine import write_engine
 from db.models import Job, utcnow
 
 LOG_TAIL_CHARS = 8000
@@ -56,7 +57,7 @@ def get_job(engine: Engine, job_id: int) -> Job | None:
 def claim_next(engine: Engine, worker_id: str, kinds: list[str] | None = None) -> Job | None:
     """Atomically move the oldest queued job to running for this worker; None when the queue is empty."""
     now = utcnow()
-    with engine.begin() as conn:
+    with write_engine(engine).begin() as conn:
         q = select(Job.id).where(Job.status == "queued")
         if kinds:
             q = q.where(Job.kind.in_(kinds))
@@ -98,7 +99,7 @@ def set_progress(engine: Engine, job_id: int, done: int, total: int | None = Non
 
 
 def append_log(engine: Engine, job_id: int, line: str) -> None:
-    with Session(engine) as s:
+    with Session(write_engine(engine)) as s:
         job = s.get(Job, job_id)
         if job is None:
             return
@@ -127,7 +128,7 @@ def reap_stale(engine: Engine, timeout_s: float) -> list[int]:
     """Jobs whose worker stopped heart-beating: re-queue the resumable ones, fail the rest with the reason."""
     cutoff = utcnow() - timedelta(seconds=timeout_s)
     reason = f"worker stopped responding (no heartbeat for more than {timeout_s:.0f} s)"
-    with engine.begin() as conn:
+    with write_engine(engine).begin() as conn:
         stale = conn.execute(
             select(Job.id, Job.resumable, Job.worker_id)
             .where(Job.status == "running", Job.heartbeat_at < cutoff)
@@ -144,8 +145,10 @@ def reap_stale(engine: Engine, timeout_s: float) -> list[int]:
 
 
 def job_status_counts(engine: Engine) -> dict[str, int]:
+    from sqlalchemy import func
+
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, COUNT(*) FROM job GROUP BY status")).all()
+        rows = conn.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()
     return {status: n for status, n in rows}
 
 

@@ -1,0 +1,60 @@
+"""`rational loop`: the whole RATIONAL experiment (prompts → mutations → traces → filter → LoRA SFT → eval → report)
+in one command, through training/loop.py."""
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import List, Optional
+
+import typer
+
+
+def _split(values: List[str]) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def loop_command(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="student model: trained and evaluated"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="a separate, stronger trace generator"),
+    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm"),
+    limit_train: int = typer.Option(40, "--limit-train", help="training prompts per behaviour"),
+    limit_eval: int = typer.Option(30, "--limit-eval", help="eval prompts per set (per attack for attacks)"),
+    samples: int = typer.Option(2, "--samples", help="K traces per prompt"),
+    strategy: str = typer.Option("two_pass", "--strategy", help="single | prefill | two_pass"),
+    gen_max_tokens: int = typer.Option(160, "--gen-max-tokens"),
+    eval_max_tokens: int = typer.Option(128, "--eval-max-tokens"),
+    mutation: str = typer.Option("templates", "--mutation", help="templates | styles | none"),
+    ablations: List[str] = typer.Option(["keep_system_prompt,answer_only,no_benign"], "--ablations",
+                                        help="comma list of keep_system_prompt, answer_only, no_benign; "
+                                             "'none' for the main arm only"),
+    fallback: List[str] = typer.Option(["matches_expected"], "--fallback",
+                                       help="filter levels tried when a behaviour has no strict survivor: "
+                                            "matches_expected, parsed, any; 'none' to stop instead"),
+    epochs: float = typer.Option(2.0, "--epochs"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="training preset (default: by model size)"),
+    tag: str = typer.Option("", "--tag", help="names this loop's sets, exports and runs (default: a timestamp)"),
+    out: str = typer.Option("docs/results/rational_loop", "--out", help="folder for report.md and metrics.json"),
+) -> None:
+    """Run the RATIONAL loop end to end and write the report (every stage's wall time is printed)."""
+    from app import cli
+    from training.loop import LoopConfig, LoopError, RationalLoop
+
+    abl = [a for a in _split(ablations) if a != "none"]
+    fb = [f for f in _split(fallback) if f != "none"]
+    cfg = LoopConfig(model=model, teacher=teacher, backend=backend, limit_train=limit_train, limit_eval=limit_eval,
+                     samples=samples, strategy=strategy, gen_max_tokens=gen_max_tokens,
+                     eval_max_tokens=eval_max_tokens, mutation=mutation, ablations=abl, fallback=fb,
+                     train_preset=preset, train_overrides={"num_train_epochs": epochs}, out=out, tag=tag)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        cli.fail(str(e))
+    eng = cli.engine()
+    loop = RationalLoop(eng, cfg, log=lambda line: cli.out.print(line, markup=False, highlight=False,
+                                                                 soft_wrap=True))
+    loop.results["command"] = "rational " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        loop.run()
+    except LoopError as e:
+        cli.fail(f"{e} (report: {out}/report.md)")
+    cli.out.print(f"report: {out}/report.md · metrics: {out}/metrics.json", markup=False, highlight=False)

@@ -1,0 +1,172 @@
+"""The RATIONAL loop's wiring, end to end on the tiny random-weight model: every stage leaves its rows and files.
+Quality numbers are not asserted (the model is random); the full run's report lives under docs/results/."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import AuditEvent, EvalOutput, ExportSnapshot, GenerationRun, Prompt, PromptSet, Trace, TrainingRun
+from tests.test_app_pages import app_db  # noqa: F401  (fixture)
+from training.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop, goals, render_report, yield_table
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_config(model: str, out, **kw) -> LoopConfig:
+    base = dict(model=model, samples=2, limit_train=8, limit_eval=2, gen_max_tokens=12, eval_max_tokens=8,
+                mutation_limit=4, jbb_methods=["PAIR", "GCG"], harmless_file=None, ablations=["answer_only"],
+                fallback=["matches_expected", "parsed", "any"], train_preset="test",
+                train_overrides={"max_steps": -1, "num_train_epochs": 1, "save_steps": 100}, out=str(out),
+                tag="ci")
+    return LoopConfig(**{**base, **kw})
+
+
+def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, tmp_path):
+    eng = sqlite_engine
+    lines: list[str] = []
+    stages: list[str] = []
+    cfg = _tiny_config(str(tiny_model_dir), tmp_path / "out")
+    res = RationalLoop(eng, cfg, log=lines.append, stage_progress=lambda d, t, m: stages.append(m)).run()
+
+    # 1-2: prompts imported, template mutations and held-out (eval-split) JBB attacks stored
+    with Session(eng) as s:
+        sets = dict(s.execute(select(PromptSet.name, func.count(Prompt.id)).join(Prompt)
+                              .group_by(PromptSet.name)).all())
+        attack_splits = set(s.execute(select(Prompt.split).join(PromptSet)
+                                      .where(PromptSet.name == "jbb_artifacts")).scalars())
+    assert sets["harmbench_val"] > 0 and sets["coconot_contrast"] > 0 and sets["loop_ci_mutations"] > 0
+    assert attack_splits == {"eval"}
+    p = res["prompts"]
+    assert p["contamination"] == "pass" and p["harmful"] + p["benign"] + p["dropped_for_contamination"] == 16
+
+    # 3: K samples for every chosen prompt
+    with Session(eng) as s:
+        run = s.execute(select(GenerationRun)).scalars().one()
+        traces = list(s.execute(select(Trace).where(Trace.run_id == run.id)).scalars())
+        audits = s.execute(select(func.count(AuditEvent.id)).where(AuditEvent.action == "auto_filter")).scalar_one()
+    n_prompts = res["prompts"]["harmful"] + res["prompts"]["benign"]
+    assert len(traces) == 2 * n_prompts and run.status == "succeeded"
+
+    # 4: every trace decided automatically and audited; the yield table covers both behaviours
+    assert {t.decided_how for t in traces} == {"auto"} and audits == len(traces)
+    approved = [t for t in traces if t.status == "approved"]
+    assert set(res["yield"]) == {"refuse", "comply"}
+    assert len(approved) == sum(y["used"] for y in res["yield"].values()) > 0
+
+    # 5: one export + adapter per arm; the answer-only export has no reasoning tags
+    with Session(eng) as s:
+        snaps = {x.name: x for x in s.execute(select(ExportSnapshot)).scalars()}
+        tr = list(s.execute(select(TrainingRun)).scalars())
+    assert set(res["training"]) == {"main", "answer_only"} and len(tr) == 2
+    assert all(r.status == "succeeded" and r.adapter_path and r.global_step > 0 for r in tr)
+    main_rows = [json.loads(x) for x in open(f"{snaps['loop-ci-main'].path}/jsonl/train.jsonl")]
+    ans_rows = [json.loads(x) for x in open(f"{snaps['loop-ci-answer_only'].path}/jsonl/train.jsonl")]
+    assert all(r["messages"][-1]["content"].startswith("<think>") for r in main_rows)
+    assert not any("<think>" in r["messages"][-1]["content"] for r in ans_rows)
+    assert all(r["messages"][0]["role"] == "user" for r in main_rows)  # self-check prompt removed
+
+    # 6: base and both arms answered every suite
+    assert set(res["eval_runs"]) == {"base", "main", "answer_only"}
+    with Session(eng) as s:
+        for arm, suites in res["eval_runs"].items():
+            assert set(suites) == {"harmful", "attacks", "over_refusal"}
+            for suite, run_id in suites.items():
+                n = s.execute(select(func.count(EvalOutput.id)).where(EvalOutput.run_id == run_id)).scalar_one()
+                assert n > 0, (arm, suite)
+
+    # report + metrics JSON + per-suite comparison reports, and the stage times
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["timings_s"]) == {"prompts", "mutations", "generation", "filtering", "training",
+                                         "evaluation", "total"}
+    assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
+    assert (out / "compare_harmful.md").exists()
+    assert any(line.startswith("== training:") for line in lines) and stages[-1] == "done"
+
+
+def test_filter_falls_back_and_reports_when_nothing_survives(sqlite_engine, tiny_model_dir, tmp_path):
+    """With only the strict filter, a random model's traces never survive: the loop stops at filtering and still
+    writes the report with the yield table and the reason."""
+    cfg = _tiny_config(str(tiny_model_dir), tmp_path / "o", fallback=[], limit_train=2, samples=1,
+                       eval_suites=["harmful"], jbb_methods=[], mutation="none")
+    with pytest.raises(LoopError, match="filtering: no trace survived"):
+        RationalLoop(sqlite_engine, cfg, log=lambda _l: None).run()
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "stopped early" in report and "| refuse |" in report and "strict" in report
+
+
+def test_config_rejects_unknown_names_and_pure_report_parts():
+    for bad in (dict(ablations=["nope"]), dict(fallback=["strict"]), dict(mutation="x"), dict(samples=0),
+                dict(balance_ratio=0.5)):
+        with pytest.raises(ValueError):
+            LoopConfig(**bad).validate()
+    assert LoopConfig().arms == ["main", *ABLATIONS]
+    y = {"refuse": {"prompts": 3, "samples": 6, "parsed": 5, "consistent": 1, "matches_expected": 2, "strict": 1,
+                    "level": "strict", "survived": 1, "used": 1}}
+    assert "| refuse | 3 | 6 | 5 | 1 | 2 | 1 | strict | 1 | 1 |" in yield_table(y)
+    row = lambda g, lvl, rate: {"level": lvl, "group": g, "metric": "asr", "rate": rate, "lo": 0, "hi": 1, "n": 10}
+    res = {"config": {"ablations": []}, "timings_s": {"total": 1500},
+           "evaluation": {"base": {"harmful": {"rows": [row("all", "suite", 0.9)]},
+                                   "over_refusal": {"rows": [row("xstest", "set", 0.04)]}},
+                          "main": {"harmful": {"rows": [row("all", "suite", 0.3)]},
+                                   "over_refusal": {"rows": [row("xstest", "set", 0.2)]}}}}
+    g = goals(res)
+    assert g[0].startswith("harmful refusal 0.70") and "MISSED by 0.20" in g[0]
+    assert "MISSED by 0.11" in g[1] and "MISSED" in g[2]
+    assert "90.0% [0, 100] (n=10)" in render_report(res)
+
+
+def test_cli_loop_rejects_bad_flags_with_one_line():
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    res = CliRunner().invoke(app, ["loop", "--ablations", "answer_only,bogus"])
+    assert res.exit_code == 2 and "ablation 'bogus' is not one of" in res.output
+    res = CliRunner().invoke(app, ["loop", "--fallback", "strict"])
+    assert res.exit_code == 2 and "fallback 'strict'" in res.output
+
+
+def test_quick_start_job_is_registered_and_queued_with_valid_params(engine):
+    from app.worker import load_job_kinds
+    from db.jobs import JOB_KINDS
+    from training.loop import QUICK_START, enqueue_loop
+
+    load_job_kinds()
+    assert "loop" in JOB_KINDS
+    job = enqueue_loop(engine, {"limit_train": 4})
+    assert job.kind == "loop" and job.status == "queued"
+    assert job.params["limit_train"] == 4 and job.params["out"] == QUICK_START["out"]
+    with pytest.raises(ValueError, match="ablation"):
+        enqueue_loop(engine, {"ablations": ["x"]})
+
+
+def test_home_quick_start_button_queues_the_loop_job(app_db):
+    from tests.test_app_pages import jobs, open_page
+
+    at = open_page()
+    at.button(key="loop_quick_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    queued = [j for j in jobs(app_db) if j.kind == "loop"]
+    assert len(queued) == 1 and queued[0].status == "queued" and queued[0].params["model"] == "smollm2-135m-instruct"
+    assert at.session_state["loop_job"] == queued[0].id
+    assert any("queued" in p.proto.text for p in at.get("progress"))
+
+
+def test_each_arm_changes_exactly_its_own_export_setting():
+    from training.loop import arm_export
+
+    main_f, main_o = arm_export("main", 7)
+    assert main_f.run_ids == [7] and main_o.system_prompt is None and "{reasoning}" in main_o.reasoning_template
+    f, o = arm_export("keep_system_prompt", 7)
+    assert "<think>" in o.system_prompt and f.to_dict() == main_f.to_dict()
+    f, o = arm_export("answer_only", 7)
+    assert o.reasoning_template == "{response}" and o.system_prompt is None
+    f, o = arm_export("no_benign", 7)
+    assert "comply" not in f.behaviors and o.to_dict() == main_o.to_dict()
+    with pytest.raises(ValueError):
+        arm_export("other", 7)

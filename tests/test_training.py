@@ -1,0 +1,200 @@
+"""LoRA SFT and DPO on the tiny local model, run by the worker in a subprocess (SQLite, CPU, a few steps)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from curation.export import create_export
+from db.jobs import get_job
+from tests.test_export import seed
+from training import runs
+from training.config import TrainConfig, build_config
+
+pytestmark = pytest.mark.slow
+SMALL = {"max_steps": 3, "save_steps": 50, "logging_steps": 1}
+
+
+def _export(engine, tmp_path, method: str, name: str | None = None):
+    seed(engine, n=12)
+    return create_export(engine, name or f"{method}-set", method, out_dir=tmp_path / "exports")
+
+
+def _run_worker(engine):
+    from app.worker import Worker
+
+    return Worker(engine, heartbeat_s=1.0).run_one()
+
+
+def _wait(cond, timeout=180.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _logits(model_dir, adapter=None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    ids = tok.apply_chat_template([{"role": "user", "content": "How do I pick a lock?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        return model(input_ids=ids["input_ids"]).logits
+
+
+def test_export_batches_go_through_trl_collators(sqlite_engine, tiny_model_dir, tmp_path):
+    from datasets import load_dataset, load_from_disk
+
+    from training.runner import build_trainer
+
+    sft = _export(sqlite_engine, tmp_path, "sft")
+    dpo = create_export(sqlite_engine, "dpo-set", "dpo", out_dir=tmp_path / "exports")
+    for snap, cols in ((sft, ["messages"]), (dpo, ["prompt", "chosen", "rejected"])):
+        _, cfg = build_config(snap.kind, "tiny", "test")
+        for ds in (load_from_disk(str(Path(snap.path) / "hf"))["train"],
+                   load_dataset("json", data_files=str(Path(snap.path) / "jsonl" / "train.jsonl"))["train"],
+                   load_dataset("parquet", data_files=str(Path(snap.path) / "parquet" / "train.parquet"))["train"]):
+            trainer, _, notes = build_trainer(None, None, base=str(tiny_model_dir), cfg=cfg,
+                                              train=ds.select_columns(cols), val=None,
+                                              output_dir=str(tmp_path / "out"))
+            batch = next(iter(trainer.get_train_dataloader()))
+            key = "input_ids" if snap.kind == "sft" else next(k for k in batch if "input_ids" in k)
+            assert batch[key].shape[0] == cfg.per_device_train_batch_size and batch[key].shape[1] <= cfg.max_length
+            if snap.kind == "sft":  # the tiny template has {% generation %}: only assistant tokens are labelled
+                assert notes == [] and (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+
+
+def test_sft_run_through_the_worker_records_loss_and_writes_an_adapter(sqlite_engine, tiny_model_dir, tmp_path):
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name=snap.name,
+                               preset="test", overrides={**SMALL, "merge": True}, output_root=tmp_path / "runs")
+    assert _run_worker(sqlite_engine)
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "succeeded", (r.error, r.log_tail)
+    assert get_job(sqlite_engine, job.id).status == "succeeded"
+    train = [m for m in runs.run_metrics(sqlite_engine, run.id) if m["kind"] == "train"]
+    assert [m["step"] for m in train] == [1, 2, 3]
+    assert all(m["loss"] > 0 and m["learning_rate"] > 0 and m["grad_norm"] is not None for m in train)
+    assert any(m["kind"] == "eval" for m in runs.run_metrics(sqlite_engine, run.id)) and "eval_loss" in r.metrics
+    assert r.global_step == 3 and r.max_steps == 3
+    adapter = Path(r.adapter_path)
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    card = (adapter / "README.md").read_text()
+    assert snap.sha256 in card and str(tiny_model_dir) in card
+    base, tuned = _logits(tiny_model_dir), _logits(tiny_model_dir, adapter)
+    assert not base.allclose(tuned, atol=1e-6)  # the adapter changes the logits
+    merged = _logits(r.merged_path)  # the fp32 merge gives the same function as base + adapter
+    assert merged.allclose(tuned, atol=1e-4)
+
+
+def test_dpo_run_through_the_worker(sqlite_engine, tiny_model_dir, tmp_path):
+    seed(sqlite_engine, n=12)
+    snap = create_export(sqlite_engine, "prefs", "dpo", out_dir=tmp_path / "exports")
+    run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="dpo", export_name="prefs",
+                               preset="test", overrides=SMALL, output_root=tmp_path / "runs")
+    assert _run_worker(sqlite_engine)
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "succeeded", (r.error, r.log_tail)
+    train = [m for m in runs.run_metrics(sqlite_engine, run.id) if m["kind"] == "train"]
+    assert len(train) == 3 and all(m["loss"] is not None for m in train)
+    assert not _logits(tiny_model_dir).allclose(_logits(tiny_model_dir, r.adapter_path), atol=1e-6)
+    assert snap.counts["pairs_by_source"]["status"] == 1
+
+
+def test_run_needs_a_ready_export_of_its_kind(sqlite_engine, tmp_path):
+    _export(sqlite_engine, tmp_path, "sft")
+    with pytest.raises(runs.RunError, match="not ready"):
+        runs.create_run(sqlite_engine, base_model="m", method="sft", export_name="missing")
+    with pytest.raises(runs.RunError, match="needs a dpo"):
+        runs.create_run(sqlite_engine, base_model="m", method="dpo", export_name="sft-set")
+    with pytest.raises(ValueError, match="preset 'huge'"):
+        runs.create_run(sqlite_engine, base_model="m", method="sft", export_name="sft-set", preset="huge")
+    with pytest.raises(ValueError, match="'max_steps'"):
+        TrainConfig().with_overrides({"max_steps": "many"})
+
+
+def _start_long_run(engine, tiny_model_dir, tmp_path):
+    snap = _export(engine, tmp_path, "sft")
+    run, job = runs.create_run(engine, base_model=str(tiny_model_dir), method="sft", export_name=snap.name,
+                               preset="test", overrides={"max_steps": 5000, "save_steps": 2, "logging_steps": 1,
+                                                         "save_total_limit": 2},
+                               output_root=tmp_path / "runs")
+    t = threading.Thread(target=_run_worker, args=(engine,), daemon=True)
+    t.start()
+    return run, job, t
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_stops_the_process_and_resume_continues_from_the_checkpoint(sqlite_engine, tiny_model_dir, tmp_path):
+    run, job, worker = _start_long_run(sqlite_engine, tiny_model_dir, tmp_path)
+    _wait(lambda: runs.run_checkpoints(sqlite_engine, run.id), what="a checkpoint")
+    pid = runs.get_run(sqlite_engine, run.id).pid
+    runs.cancel_run(sqlite_engine, run.id)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "cancelled" and get_job(sqlite_engine, job.id).status == "cancelled"
+    assert not _alive(pid) and r.global_step < 5000
+    ckpt = max(c.step for c in runs.run_checkpoints(sqlite_engine, run.id))
+
+    runs.resume_run(sqlite_engine, run.id, overrides={"max_steps": ckpt + 2})
+    assert _run_worker(sqlite_engine)
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "succeeded", (r.error, r.log_tail)
+    assert f"resuming from" in r.log_tail and f"checkpoint-{ckpt}" in r.log_tail
+    steps = [m["step"] for m in runs.run_metrics(sqlite_engine, run.id) if m["kind"] == "train"]
+    assert steps == list(range(1, ckpt + 3))  # no step twice, none missing
+    assert r.global_step == ckpt + 2 and Path(r.adapter_path).is_dir()
+
+
+def test_a_killed_training_process_leaves_the_run_failed_with_its_log(sqlite_engine, tiny_model_dir, tmp_path):
+    run, job, worker = _start_long_run(sqlite_engine, tiny_model_dir, tmp_path)
+    _wait(lambda: runs.run_metrics(sqlite_engine, run.id), what="a logged step")
+    os.kill(runs.get_run(sqlite_engine, run.id).pid, signal.SIGKILL)
+    worker.join(timeout=60)
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "failed" and "signal 9" in r.error and "SIGKILL" in r.error
+    assert "sft on export 'sft-set'" in r.log_tail
+    j = get_job(sqlite_engine, job.id)
+    assert j.status == "failed" and "signal 9" in j.error
+    assert [(x.id, x.status) for x in runs.list_runs(sqlite_engine)] == [(run.id, "failed")]
+
+
+def test_cli_train_wait_runs_the_job_and_shows_the_loss(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from tests.test_export import _cli_engine
+
+    eng = _cli_engine()
+    seed(eng, n=6)
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", "cli-set", "--format", "hf"]).exit_code == 0
+    res = runner.invoke(app, ["train", "--export", "cli-set", "--base-model", str(tiny_model_dir), "--method", "sft",
+                              "--preset", "test", "--set", "max_steps=2", "--set", "save_steps=50", "--wait"])
+    assert res.exit_code == 0, res.output
+    assert "no worker picked the job up" in res.output and "succeeded; adapter" in res.output
+    assert "step 2: loss " in res.output
+    run = runs.list_runs(eng)[0]
+    assert run.status == "succeeded" and run.global_step == 2

@@ -1,0 +1,37 @@
+"""Subprocess entry: `python -m training.run_job --run-id N [--resume]`; the database is DATABASE_URL.
+
+The worker starts this so a cancel or a crash (OOM, a kill) ends only this process and frees its memory; the
+exit status and the log file tell the worker what happened.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.run_job")
+    ap.add_argument("--run-id", type=int, required=True)
+    ap.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from db.engine import make_engine
+    from training.runner import run_training
+
+    engine = make_engine()
+    try:
+        run_training(engine, args.run_id, resume=args.resume)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

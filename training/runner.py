@@ -1,0 +1,320 @@
+"""The training process itself (runs in the subprocess that `training.run_job` starts; imports torch/TRL).
+
+Every logged step, evaluation and checkpoint goes into the database through a TrainerCallback, so the worker and the
+UI can follow the run without sharing memory with it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from db.models import ExportSnapshot, TrainingCheckpoint, TrainingMetric, TrainingRun
+from training.config import TrainConfig
+
+log = logging.getLogger("rational.training")
+_GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
+_KNOWN = {"loss", "learning_rate", "grad_norm", "epoch", "eval_loss"}
+
+
+def resolve_base_model(name: str) -> str:
+    """A local folder as is; a catalog name through curation.models when that exists; else a hub id."""
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    try:
+        from curation.models import resolve_model
+    except ImportError:
+        return name
+    try:
+        return str(resolve_model(name))
+    except (KeyError, ValueError, LookupError):
+        return name
+
+
+def _flag(value: str, auto: bool) -> bool:
+    return auto if str(value) == "auto" else str(value).lower() == "true"
+
+
+def _metrics_callback(engine: Engine, run_id: int):
+    from transformers import TrainerCallback
+
+    class DatabaseMetrics(TrainerCallback):
+        """Write each log, evaluation and checkpoint as rows; stop when the worker that owns the run is gone."""
+
+        def __init__(self):
+            self.parent = os.getppid()
+            self.last_t = time.perf_counter()
+            self.last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.last_t, self.last_tokens = time.perf_counter(), state.num_input_tokens_seen or 0
+            with engine.begin() as c:
+                c.execute(update(TrainingRun).where(TrainingRun.id == run_id)
+                          .values(max_steps=state.max_steps, global_step=state.global_step))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if "train_loss" in logs and "loss" not in logs:  # the closing summary, stored on the run instead
+                return
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen or 0
+            is_eval = "eval_loss" in logs
+            tps = None
+            if not is_eval and tokens > self.last_tokens and now > self.last_t:
+                tps = (tokens - self.last_tokens) / (now - self.last_t)
+                self.last_t, self.last_tokens = now, tokens
+            row = dict(run_id=run_id, step=state.global_step, kind="eval" if is_eval else "train",
+                       epoch=logs.get("epoch"), loss=logs.get("eval_loss" if is_eval else "loss"),
+                       learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"), tokens_per_s=tps,
+                       values={k: v for k, v in logs.items() if k not in _KNOWN and isinstance(v, (int, float))})
+            with engine.begin() as c:
+                c.execute(insert(TrainingMetric), [row])
+                c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(global_step=state.global_step))
+
+        def on_save(self, args, state, control, **kw):
+            path = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            with engine.begin() as c:
+                c.execute(delete(TrainingCheckpoint).where(TrainingCheckpoint.run_id == run_id,
+                                                           TrainingCheckpoint.step == state.global_step))
+                c.execute(insert(TrainingCheckpoint), [dict(run_id=run_id, step=state.global_step, path=path)])
+                c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(last_checkpoint=path))
+
+        def on_step_end(self, args, state, control, **kw):
+            if os.getppid() != self.parent:  # the worker died: do not train on as an orphan
+                print("the worker process is gone; stopping", flush=True)
+                control.should_training_stop = True
+                control.should_save = True
+
+    return DatabaseMetrics()
+
+
+def _load_datasets(snapshot: ExportSnapshot, method: str):
+    hf = Path(snapshot.path or "") / "hf"
+    if not hf.is_dir():
+        raise FileNotFoundError(f"export '{snapshot.name}' has no HF dataset folder at {hf} (export with format hf)")
+    from datasets import Dataset
+
+    # Load split by split: datasets cannot load a saved DatasetDict holding an empty split (IndexError).
+    splits = {}
+    for name in ("train", "validation"):
+        try:
+            splits[name] = Dataset.load_from_disk(str(hf / name)) if (hf / name).is_dir() else None
+        except IndexError:
+            splits[name] = None
+    if splits["train"] is None or splits["train"].num_rows == 0:
+        raise ValueError(f"export '{snapshot.name}' has no training rows; approve more traces before training")
+    cols = ["messages"] if method == "sft" else ["prompt", "chosen", "rejected"]
+    train = splits["train"].select_columns(cols)
+    val = splits["validation"].select_columns(cols) if splits["validation"] is not None and \
+        splits["validation"].num_rows else None
+    return train, val
+
+
+def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    use_qlora = False
+    if cuda:
+        kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        try:
+            import bitsandbytes  # noqa: F401
+            has_bnb = True
+        except ImportError:
+            has_bnb = False
+        use_qlora = _flag(cfg.qlora, has_bnb) and has_bnb
+        if use_qlora:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=kwargs["dtype"])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base)
+    qc = getattr(config, "quantization_config", None)
+    if isinstance(qc, dict) and qc.get("quant_method") == "gguf":
+        # A GGUF-converted folder holds dequantized weights but may still claim GGUF (untrainable) quantization.
+        del config.quantization_config
+        kwargs["config"] = config
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    if use_qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    peft = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM", bias="none")
+    return model, peft, use_qlora
+
+
+def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: TrainConfig, train, val,
+                  output_dir: str, extra_callbacks=()):
+    """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    cuda = torch.cuda.is_available()
+    tok = AutoTokenizer.from_pretrained(base)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model, peft, use_qlora = _model_and_peft(base, cfg, cuda)
+    bf16 = _flag(cfg.bf16, cuda and torch.cuda.is_bf16_supported())
+    common = dict(
+        output_dir=output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
+        eval_strategy="steps" if val is not None else "no", eval_steps=cfg.eval_steps or cfg.save_steps,
+        report_to=[], use_cpu=not cuda, bf16=bf16, fp16=cuda and not bf16 and not use_qlora,
+        max_length=cfg.max_length,
+        include_num_input_tokens_seen="non_padding", disable_tqdm=True, dataloader_num_workers=0,
+    )
+    if cfg.gradient_checkpointing:  # renamed in transformers 5; the old name warns
+        from transformers import TrainingArguments
+
+        key = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+               else "gradient_checkpointing")
+        common[key] = True
+    notes = []
+    callbacks = list(extra_callbacks) + ([_metrics_callback(engine, run_id)] if engine is not None else [])
+    if cfg.method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        has_markers = bool(_GENERATION.search(tok.chat_template or ""))
+        assistant_only = _flag(cfg.assistant_only_loss, has_markers)
+        if assistant_only and not has_markers:
+            notes.append("warning: the chat template has no {% generation %} markers, so assistant_only_loss is "
+                         "off and the loss covers the prompt tokens too")
+            assistant_only = False
+        flash = False
+        try:
+            import flash_attn  # noqa: F401
+            flash = cuda
+        except ImportError:
+            pass
+        packing = _flag(cfg.packing, flash)
+        if packing and not flash:
+            notes.append("warning: packing without flash attention lets packed examples attend to each other")
+        args = SFTConfig(**common, assistant_only_loss=assistant_only, packing=packing,
+                         padding_free=packing and flash)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
+                             peft_config=peft, callbacks=callbacks)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**common, beta=cfg.beta)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
+                             peft_config=peft, callbacks=callbacks)
+    for n in notes:
+        log.warning(n)
+        print(n, flush=True)
+    return trainer, tok, notes
+
+
+def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
+    with Session(engine) as s:
+        run = s.get(TrainingRun, run_id)
+        if run is None:
+            raise ValueError(f"training run {run_id} does not exist")
+        snapshot = s.get(ExportSnapshot, run.export_id) if run.export_id else None
+        if snapshot is None or snapshot.status != "ready":
+            raise ValueError(f"training run {run_id}: its export is missing or not ready")
+        cfg = TrainConfig.from_dict(run.config)
+        base_name, out = run.base_model, Path(run.output_dir)
+    base = resolve_base_model(base_name)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last = _last_complete_checkpoint(engine, run_id) if resume else None
+    if resume and last is None:
+        print("no checkpoint to resume from; starting from the beginning", flush=True)
+    if last is not None:
+        step = int(Path(last).name.split("-")[-1])
+        print(f"resuming from {last} (step {step})", flush=True)
+        with engine.begin() as c:  # steps after the checkpoint are trained again; drop their old rows
+            c.execute(delete(TrainingMetric).where(TrainingMetric.run_id == run_id, TrainingMetric.step > step))
+    elif not resume:
+        with engine.begin() as c:
+            c.execute(delete(TrainingMetric).where(TrainingMetric.run_id == run_id))
+    train, val = _load_datasets(snapshot, cfg.method)
+    print(f"{cfg.method} on export '{snapshot.name}' ({train.num_rows} train rows, "
+          f"{val.num_rows if val is not None else 0} validation) from {base}", flush=True)
+    trainer, tok, notes = build_trainer(engine, run_id, base=base, cfg=cfg, train=train, val=val,
+                                        output_dir=str(ckpt_dir))
+    result = trainer.train(resume_from_checkpoint=last)
+    metrics = dict(result.metrics)
+    evaluated = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if val is not None and (not evaluated or evaluated[-1].get("step") != trainer.state.global_step):
+        metrics.update(trainer.evaluate())
+    elif evaluated:
+        metrics["eval_loss"] = evaluated[-1]["eval_loss"]
+    adapter = out / "adapter"
+    trainer.save_model(str(adapter))
+    tok.save_pretrained(str(adapter))
+    _write_card(adapter, snapshot, base_name, cfg, metrics, notes)
+    merged = None
+    if cfg.merge:
+        merged = merge_adapter(base, adapter, out / "merged")
+    with engine.begin() as c:
+        c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
+            adapter_path=str(adapter), merged_path=str(merged) if merged else None,
+            global_step=trainer.state.global_step,
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+    print(f"adapter saved to {adapter}", flush=True)
+    return metrics
+
+
+def _last_complete_checkpoint(engine: Engine, run_id: int) -> str | None:
+    """The newest checkpoint recorded in the database (rows are written after the save completes) that is still
+    on disk; a folder a kill interrupted mid-save is never chosen."""
+    from sqlalchemy import select
+
+    with Session(engine) as s:
+        paths = s.execute(select(TrainingCheckpoint.path).where(TrainingCheckpoint.run_id == run_id)
+                          .order_by(TrainingCheckpoint.step.desc())).scalars().all()
+    return next((p for p in paths if (Path(p) / "trainer_state.json").exists()), None)
+
+
+def merge_adapter(base: str, adapter: Path, out: Path) -> Path:
+    """Merge into an fp32 copy of the base: merging in bf16 on CPU rounds the small LoRA update away."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    return out
+
+
+def _write_card(adapter: Path, snapshot: ExportSnapshot, base: str, cfg: TrainConfig, metrics: dict,
+                notes: list[str]) -> None:
+    lines = ["---", f"base_model: {base}", "library_name: peft", "tags:", "- lora", f"- {cfg.method}",
+             "- rational-studio", "---", "", f"# LoRA adapter ({cfg.method.upper()}) for {base}", "",
+             "Reasoning-enhanced safety fine-tuning (RATIONAL, arXiv 2503.05021) with Rational Studio.", "",
+             f"- export snapshot: `{snapshot.name}` (sha256 `{snapshot.sha256}`, {snapshot.row_count} rows)",
+             f"- base model: `{base}`", f"- method: {cfg.method}", "",
+             "Load with `PeftModel.from_pretrained(base, this_folder)` or serve with "
+             f"`vllm serve {base} --enable-lora --lora-modules NAME=this_folder`.", "",
+             "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True), "```", "",
+             "## Final metrics", "", "```json",
+             json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2, sort_keys=True),
+             "```", ""]
+    lines += [f"> {n}" for n in notes]
+    (adapter / "README.md").write_text("\n".join(lines), encoding="utf-8")
