@@ -28,8 +28,12 @@ def loop_command(
                                         help="comma list of keep_system_prompt, answer_only, no_benign; "
                                              "'none' for the main arm only"),
     fallback: List[str] = typer.Option(["matches_expected"], "--fallback",
-                                       help="filter levels tried when a behaviour has no strict survivor: "
-                                            "matches_expected, parsed, any; 'none' to stop instead"),
+                                       help="looser filter levels that fill a behaviour up to --min-per-behavior "
+                                            "survivors: matches_expected, decision, parsed, any; 'none' for "
+                                            "strict only"),
+    min_per_behavior: int = typer.Option(10, "--min-per-behavior"),
+    generation_run: Optional[int] = typer.Option(None, "--generation-run",
+                                                 help="resume / reuse this generation run"),
     epochs: float = typer.Option(2.0, "--epochs"),
     preset: Optional[str] = typer.Option(None, "--preset", help="training preset (default: by model size)"),
     tag: str = typer.Option("", "--tag", help="names this loop's sets, exports and runs (default: a timestamp)"),
@@ -44,7 +48,8 @@ def loop_command(
     cfg = LoopConfig(model=model, teacher=teacher, backend=backend, limit_train=limit_train, limit_eval=limit_eval,
                      samples=samples, strategy=strategy, gen_max_tokens=gen_max_tokens,
                      eval_max_tokens=eval_max_tokens, mutation=mutation, ablations=abl, fallback=fb,
-                     train_preset=preset, train_overrides={"num_train_epochs": epochs}, out=out, tag=tag)
+                     train_preset=preset, train_overrides={"num_train_epochs": epochs}, out=out, tag=tag,
+                     min_per_behavior=min_per_behavior, generation_run=generation_run)
     try:
         cfg.validate()
     except ValueError as e:

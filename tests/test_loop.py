@@ -86,6 +86,18 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
     assert (out / "compare_harmful.md").exists()
     assert any(line.startswith("== training:") for line in lines) and stages[-1] == "done"
+    assert "## Sample traces" in report and set(metrics["samples"]) == {"refuse", "comply"}
+
+    # A second loop that reuses the generation run generates nothing new and trains on the same traces.
+    cfg2 = _tiny_config(str(tiny_model_dir), tmp_path / "out2", ablations=[], eval_suites=["harmful"],
+                        generation_run=run.id, tag="ci2")
+    res2 = RationalLoop(eng, cfg2, log=lambda _l: None).run()
+    with Session(eng) as s:
+        n_runs = s.execute(select(func.count(GenerationRun.id))).scalar_one()
+        n_traces = s.execute(select(func.count(Trace.id))).scalar_one()
+    assert n_runs == 1 and n_traces == len(traces) and res2["generation"]["reused_run"] == run.id
+    assert res2["generation"]["earlier_summary"]["wall_s"] is not None
+    assert "reused run" in (tmp_path / "out2" / "report.md").read_text()
 
 
 def test_filter_falls_back_and_reports_when_nothing_survives(sqlite_engine, tiny_model_dir, tmp_path):
@@ -118,6 +130,27 @@ def test_config_rejects_unknown_names_and_pure_report_parts():
     assert g[0].startswith("harmful refusal 0.70") and "MISSED by 0.20" in g[0]
     assert "MISSED by 0.11" in g[1] and "MISSED" in g[2]
     assert "90.0% [0, 100] (n=10)" in render_report(res)
+
+
+def test_filter_levels_fill_up_strictest_first_and_the_report_names_the_limit():
+    from training.loop import _passes, analysis
+
+    r = lambda i, **kw: {"id": i, "strict": False, "parse_ok": False, "match": False, "has_response": True, **kw}
+    strict, parsed_match, unparsed_match, wrong = (r(1, strict=True, parse_ok=True, match=True),
+                                                   r(2, parse_ok=True, match=True), r(3, match=True), r(4))
+    assert [_passes(x, "matches_expected") for x in (parsed_match, unparsed_match, wrong)] == [True, False, False]
+    assert [_passes(x, "decision") for x in (parsed_match, unparsed_match, wrong)] == [True, True, False]
+    y = {"refuse": {"samples": 100, "parsed": 10, "consistent": 2, "matches_expected": 3, "strict": 0,
+                    "level": "decision", "used": 3},
+         "comply": {"samples": 100, "parsed": 90, "consistent": 80, "matches_expected": 95, "strict": 60,
+                    "level": "strict", "used": 9}}
+    lines = analysis({"yield": y, "config": {"min_per_behavior": 10, "gen_max_tokens": 64}})
+    assert any("yield of usable refusal traces" in line for line in lines)
+    assert any(line.startswith("trace quality: under half of the refuse samples") for line in lines)
+    assert not any("comply" in line and line.startswith("yield (") for line in lines)
+    res = {"config": {}, "timings_s": {"total": 600}, "generation": {"earlier_summary": {"wall_s": 900}}}
+    assert goals(res)[-1] == "wall time 25.0 min, including 15.0 min of the reused generation run " \
+                             "(goal ≤ 20 min): MISSED by 5.0 min"
 
 
 def test_cli_loop_rejects_bad_flags_with_one_line():

@@ -29,7 +29,7 @@ BENIGN_TRAIN = ("coconot_contrast",)  # JBB benign is held out for over-refusal 
 EVAL_SUITES = ("harmful", "attacks", "over_refusal")
 HARMLESS_FILE = Path(os.environ.get("RATIONAL_SHARED_DATA", "/work/shared/data/safety")) / \
     "refusal_direction_splits" / "harmless_train.json"
-LEVELS = ("strict", "matches_expected", "parsed", "any")  # rejection-sampling criteria, strictest first
+LEVELS = ("strict", "matches_expected", "decision", "parsed", "any")  # rejection-sampling criteria, strictest first
 Log = Callable[[str], None]
 
 
@@ -53,7 +53,10 @@ class LoopConfig:
     mutation_limit: int = 10  # harmful train prompts mutated
     jbb_methods: list[str] = field(default_factory=lambda: ["PAIR", "GCG", "JBC"])
     harmless_file: Optional[str] = str(HARMLESS_FILE)  # extra benign training prompts; skipped when missing
-    fallback: list[str] = field(default_factory=lambda: ["matches_expected"])  # used when a behaviour has 0 strict
+    # Looser levels fill a behaviour up to min_per_behavior survivors, strictest first.
+    fallback: list[str] = field(default_factory=lambda: ["matches_expected"])
+    min_per_behavior: int = 10
+    generation_run: Optional[int] = None  # resume/reuse this generation run instead of starting a new one
     min_train_rows: int = 10  # fewer approved traces: stop at filtering (a LoRA run on 1-2 rows says nothing)
     balance_ratio: float = 3.0  # at most this many approved traces of one behaviour per trace of the other
     ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
@@ -248,6 +251,9 @@ class RationalLoop:
                                    "mutated_harmful": n_mut, "contamination": "pass",
                                    "dropped_for_contamination": len(dropped)}
         self.log(f"training prompts: {self.results['prompts']}")
+        if cfg.generation_run:
+            self._reuse_generation(cfg.generation_run)
+            return
         gc = GenerationConfig(model=cfg.teacher or cfg.model, backend=cfg.backend, strategy=cfg.strategy,
                               samples=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.gen_max_tokens,
                               seed=cfg.seed, student_model=cfg.model if cfg.teacher else None)
@@ -256,6 +262,31 @@ class RationalLoop:
         summary = run_generation(self.engine, run.id, log=self.log,
                                  progress=lambda d, t, m: self.stage_progress(2, len(STAGES), f"generation: {m}"))
         self.results["generation"] = summary
+
+    def _reuse_generation(self, run_id: int) -> None:
+        """Resume an earlier run (its own prompt selection and settings); pairs it already holds are skipped."""
+        from curation.generation import run_generation
+        from db.models import GenerationRun
+
+        with Session(self.engine) as s:
+            run = s.get(GenerationRun, run_id)
+            if run is None:
+                raise LoopError(f"generation: run {run_id} does not exist")
+            wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+            earlier = {"created_at": str(run.created_at), "finished_at": str(run.finished_at),
+                       "wall_s": round(wall, 1) if wall is not None else None, "selection": run.selection}
+            by = s.execute(select(Prompt.expected_behavior, Prompt.mutation).where(
+                Prompt.id.in_(run.selection.get("prompt_ids") or []))).all()
+        # What the reused run actually holds (the check above covered this loop's own selection).
+        self.results["prompts"]["reused_run"] = {"harmful": sum(b == "refuse" for b, _ in by),
+                                                 "benign": sum(b == "comply" for b, _ in by),
+                                                 "mutated_harmful": sum(m is not None for _, m in by)}
+        self.gen_run_id = run_id
+        self.note(f"generation: reused run {run_id} (its prompts and settings); stored samples are not regenerated, "
+                  "so the generation time below covers only what was missing")
+        summary = run_generation(self.engine, run_id, log=self.log,
+                                 progress=lambda d, t, m: self.stage_progress(2, len(STAGES), f"generation: {m}"))
+        self.results["generation"] = {**summary, "reused_run": run_id, "earlier_summary": earlier}
 
     # -- 4. filtering (rejection sampling) ------------------------------------------------------------------
     def stage_filtering(self) -> None:
@@ -276,15 +307,17 @@ class RationalLoop:
             level = "strict"
             ok = [r for r in rs if r["strict"]]
             for fb in self.cfg.fallback:
-                if ok:
+                if len(ok) >= self.cfg.min_per_behavior:
                     break
-                level = fb
-                ok = [r for r in rs if _passes(r, fb)]
-            if level != "strict":
-                self.note(f"{beh}: no trace passed the strict filter (parse + consistent + matches expected); "
-                          f"fell back to '{level}' ({len(ok)} traces) — these targets are NOT verified refusals/"
-                          "answers of the expected kind" if level in ("parsed", "any") else
-                          f"{beh}: no trace passed the strict filter; fell back to '{level}' ({len(ok)} traces)")
+                have = {r["id"] for r in ok}
+                extra = [r for r in rs if r["id"] not in have and _passes(r, fb)]
+                if extra:
+                    level, ok = fb, ok + extra
+                    warn = {"decision": " — their reasoning is truncated or unparsed",
+                            "parsed": " — NOT verified as the expected behaviour",
+                            "any": " — NOT verified at all"}.get(fb, "")
+                    self.note(f"{beh}: {y['strict']} strict survivors (parse + consistent + matches expected), fewer "
+                              f"than {self.cfg.min_per_behavior}; added {len(extra)} at level '{fb}'{warn}")
             y.update(level=level, survived=len(ok), prompts_with_survivor=len({r["prompt_id"] for r in ok}))
             yields[beh] = y
             keep[beh] = [r["id"] for r in ok]
@@ -323,6 +356,7 @@ class RationalLoop:
                 t.status, t.decided_how, t.decided_at, t.version = status, "auto", utcnow(), t.version + 1
                 record(s, None, "trace", t.id, "auto_filter", before, trace_state(t))
         self.results["yield"] = yields
+        self.results["samples"] = sample_traces(self.engine, self.gen_run_id)
         self.log("yield per behaviour:\n" + yield_table(yields))
 
     def _trace_labels(self) -> list[dict[str, Any]]:
@@ -452,9 +486,58 @@ def arm_export(arm: str, run_id: int, seed: int = 0):
 def _passes(r: dict[str, Any], level: str) -> bool:
     if level == "matches_expected":
         return r["parse_ok"] and r["match"]
+    if level == "decision":
+        return r["match"] and r["has_response"]
     if level == "parsed":
         return r["parse_ok"]
     return r["has_response"]  # any: a non-empty answer (wiring runs on random-weight models only)
+
+
+def sample_traces(engine: Engine, run_id: int, per: int = 2, chars: int = 400) -> dict[str, list[dict]]:
+    """A few traces per (behaviour, status), cut to `chars`: the report's evidence for the yield table."""
+    out: dict[str, list[dict]] = {}
+    with Session(engine) as s:
+        rows = s.execute(select(Trace.id, Trace.status, Trace.parse_ok, Trace.reasoning, Trace.response,
+                                Prompt.text, Prompt.expected_behavior).join(Prompt, Prompt.id == Trace.prompt_id)
+                         .where(Trace.run_id == run_id).order_by(Trace.id)).all()
+    for tid, status, ok, reasoning, response, prompt, beh in rows:
+        group = out.setdefault(beh, [])
+        if sum(1 for g in group if g["status"] == status) < per:
+            group.append({"trace_id": tid, "status": status, "parse_ok": bool(ok), "prompt": prompt[:chars],
+                          "reasoning": (reasoning or "")[:chars], "response": (response or "")[:chars]})
+    return out
+
+
+def analysis(results: dict[str, Any]) -> list[str]:
+    """Which stage limits the result, from the measured yield and metrics, and the next step."""
+    y, cfg = results.get("yield") or {}, results.get("config", {})
+    need = cfg.get("min_per_behavior", 10)
+    out = []
+    for beh, d in sorted(y.items()):
+        if d.get("strict", 0) < need:
+            out.append(f"yield ({beh}): {d.get('strict', 0)} of {d.get('samples', 0)} samples passed the strict "
+                       f"filter (parse {d.get('parsed', 0)}, consistent {d.get('consistent', 0)}, matches "
+                       f"expected {d.get('matches_expected', 0)}); {d.get('used', 0)} were used after the "
+                       f"'{d.get('level')}' fallback.")
+    refuse = y.get("refuse", {})
+    if refuse and refuse.get("used", 0) < need:
+        out.append("The limiting stage is the yield of usable refusal traces: the student-as-teacher rarely refuses "
+                   "under the self-check prompt, so there is almost nothing to train a refusal on. Next step: a "
+                   "stronger teacher (`--teacher`, e.g. an 8B instruct model on vLLM/GPU), or more samples per "
+                   "harmful prompt (`--samples`) with human edits of near-misses in the review queue.")
+    elif y and all(d.get("strict", 0) >= need for d in y.values()):
+        out.append("Yield is sufficient for both behaviours; if a goal is missed, the limit is trace quality or "
+                   "training (see the training table and sample traces).")
+    trunc = [b for b, d in y.items() if d.get("samples") and d.get("parsed", 0) / d["samples"] < 0.5]
+    if trunc:
+        out.append(f"trace quality: under half of the {', '.join(sorted(trunc))} samples parse, mostly because the "
+                   f"reasoning or answer ran to gen_max_tokens ({cfg.get('gen_max_tokens')}); a larger budget costs "
+                   "generation time linearly.")
+    return out
+
+
+def _quote(text: str) -> str:
+    return " ".join((text or "").split()).replace("|", "\\|") or "(empty)"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -535,8 +618,14 @@ def goals(results: dict[str, Any], arm: str = "main") -> list[str]:
             out.append(f"over-refusal {group} {t['rate']:.2f} vs base {b['rate']:.2f} (goal ≤ base + 0.05): " +
                        ("met" if ok else f"MISSED by {t['rate'] - b['rate'] - 0.05:.2f}"))
     total = results.get("timings_s", {}).get("total")
+    reused = ((results.get("generation") or {}).get("earlier_summary") or {}).get("wall_s")
     if total is not None:
-        out.append(f"wall time {total / 60:.1f} min (goal ≤ 20 min): " + ("met" if total <= 1200 else "MISSED"))
+        extra = ""
+        if reused:  # the reused run's generation time belongs to the loop's cost
+            total += reused
+            extra = f", including {reused / 60:.1f} min of the reused generation run"
+        out.append(f"wall time {total / 60:.1f} min{extra} (goal ≤ 20 min): " +
+                   ("met" if total <= 1200 else f"MISSED by {(total - 1200) / 60:.1f} min"))
     return out
 
 
@@ -578,6 +667,15 @@ def render_report(results: dict[str, Any]) -> str:
     if results.get("comparison_reports"):
         md.append("\nPer-suite base-vs-main comparison reports (per-attack tables, charts, examples): " + ", ".join(
             f"[{s}]({f})" for s, f in results["comparison_reports"].items()) + "\n")
+    lines = analysis(results)
+    if lines:
+        md.append("\n## What limits the result\n\n" + "".join(f"- {a}\n" for a in lines))
+    if results.get("samples"):
+        md.append("\n## Sample traces\n")
+        for beh, rows in results["samples"].items():
+            for r in rows:
+                md.append(f"\n**{beh} · {r['status']} · trace {r['trace_id']} · parse_ok {r['parse_ok']}**\n\n"
+                          + "".join(f"> {k}: {_quote(r[k])}\n>\n" for k in ("prompt", "reasoning", "response")))
     if results.get("notes"):
         md.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in results["notes"]))
     return "".join(md)
