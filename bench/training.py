@@ -4,7 +4,7 @@
 
 1. The same SFT config (SmolLM2-135M-Instruct, CPU, LoRA, the same export, `--steps` steps) runs twice: through
    `rational`'s worker job (subprocess, DB metrics callback, checkpoints) and through a plain TRL script in its own
-   process. Prints steps/s and tokens/s of the training loop (the trainer's train_runtime) and wall time for both,
+   process, both evaluating the validation split at the same steps. Prints steps/s and tokens/s of the training loop (the trainer's train_runtime) and wall time for both,
    and the ratio ours/plain (goal >= 0.95).
 2. Export throughput: 100k approved traces in a fresh SQLite database, one SFT export in all three formats (goal
    >= 20k rows/s).
@@ -39,17 +39,22 @@ config = AutoConfig.from_pretrained(base)
 if isinstance(getattr(config, "quantization_config", None), dict):
     del config.quantization_config  # the GGUF-converted folder's weights are already dequantized
 model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=torch.float32)
-train = load_from_disk(data)["train"].select_columns(["messages"])
+dd = load_from_disk(data)
+train = dd["train"].select_columns(["messages"])
+# The same work as our runner: it evaluates the validation split every eval_steps (default save_steps).
+val = dd["validation"].select_columns(["messages"]) if "validation" in dd and dd["validation"].num_rows else None
 args = SFTConfig(output_dir=out, per_device_train_batch_size=cfg["per_device_train_batch_size"],
                  gradient_accumulation_steps=cfg["gradient_accumulation_steps"], learning_rate=cfg["learning_rate"],
                  max_steps=cfg["max_steps"], warmup_steps=cfg["warmup_ratio"], lr_scheduler_type=cfg["lr_scheduler_type"],
                  logging_steps=cfg["logging_steps"], save_strategy="steps", save_steps=cfg["save_steps"],
                  seed=cfg["seed"], report_to=[], use_cpu=True, bf16=False, max_length=cfg["max_length"],
                  include_num_input_tokens_seen="non_padding", disable_tqdm=True, assistant_only_loss=False,
-                 packing=False)
+                 packing=False, eval_strategy="steps" if val is not None else "no",
+                 eval_steps=cfg.get("eval_steps") or cfg["save_steps"])
 peft = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
                   target_modules=cfg["target_modules"], task_type="CAUSAL_LM", bias="none")
-trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
+trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
+                     peft_config=peft)
 m = trainer.train().metrics
 m["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
 print("RESULT " + json.dumps(m), flush=True)
