@@ -6,7 +6,6 @@ the whole file raise `ImportFileError`. Every message names the file, the line o
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re

@@ -95,6 +95,20 @@ def engine(db_url):
 
 
 @pytest.fixture
+def app_db(db_url, monkeypatch):
+    """DATABASE_URL for the Streamlit app under test, and an engine on the same database for setup and
+    assertions. The app caches its engine in st.cache_resource: cleared so each test sees its own database."""
+    import streamlit as st
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    st.cache_resource.clear()
+    eng = make_engine(db_url)
+    yield eng
+    st.cache_resource.clear()
+    eng.dispose()
+
+
+@pytest.fixture
 def sqlite_engine(sqlite_url):
     eng = make_engine(sqlite_url)
     yield eng

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app.worker import Worker
@@ -20,17 +18,6 @@ from sqlmodel import Session, select
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT = 120  # the shared CI machine is slow; this is a hang guard, not a speed check
-
-
-@pytest.fixture
-def app_db(db_url, monkeypatch):
-    """DATABASE_URL for the app under test, and an engine on the same database for setup and assertions."""
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    st.cache_resource.clear()
-    eng = make_engine(db_url)
-    yield eng
-    st.cache_resource.clear()
-    eng.dispose()
 
 
 def signed_in_admin() -> int:

@@ -3,30 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
 from db.crud import create_user
-from db.engine import make_engine
 from db.models import EvalOutput, PairVote, QueueItem
 from tests.test_compare_logic import make_pair_runs
 from training.compare import a_on_left
 
 PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
 TIMEOUT = 120
-
-
-@pytest.fixture
-def app_db(db_url, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    st.cache_resource.clear()
-    eng = make_engine(db_url)
-    yield eng
-    st.cache_resource.clear()
-    eng.dispose()
 
 
 def open_page(name: str, user_id: int) -> AppTest:

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlmodel import Session
 
 import db.models as models

@@ -5,28 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
 from curation import queues
-from db.engine import make_engine
 from db.models import Annotation, Trace
 from tests.factories import make_traces, make_user, make_users
 
 PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
 TIMEOUT = 120
-
-
-@pytest.fixture
-def app_db(db_url, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    st.cache_resource.clear()
-    eng = make_engine(db_url)
-    yield eng
-    st.cache_resource.clear()
-    eng.dispose()
 
 
 def page(name: str, user) -> AppTest:
