@@ -175,11 +175,7 @@ def update_annotation(engine: Engine, user: User | int, annotation_id: int, expe
         raise ValueError(f"cannot change field(s) {bad}")
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "annotate")
-        a = s.get(Annotation, annotation_id)
-        if a is None:
-            raise ValueError(f"annotation {annotation_id} does not exist")
-        if a.annotator_id != me.id:
-            raise PermissionDenied("you can change only your own annotations")
+        a = _own_annotation(s, me, annotation_id, "change")
         t = _lock_trace(s, a.trace_id)
         if a.version != expected_version:
             raise ConflictError(f"annotation {a.id} changed since you loaded it (version {a.version}, you had "
@@ -205,6 +201,15 @@ def update_annotation(engine: Engine, user: User | int, annotation_id: int, expe
         return SubmitResult(a.id, a.version, t.status, t.version)
 
 
+def _own_annotation(s: Session, me: User, annotation_id: int, verb: str, missing: str = "") -> Annotation:
+    a = s.get(Annotation, annotation_id)
+    if a is None:
+        raise ValueError(f"annotation {annotation_id} does not exist{missing}")
+    if a.annotator_id != me.id:
+        raise PermissionDenied(f"you can {verb} only your own annotations")
+    return a
+
+
 def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
                     now: Optional[datetime] = None) -> int:
     """Take back one's submission: allowed while the trace is open, or while its decision is still the one this
@@ -212,11 +217,7 @@ def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
     now = now or utcnow()
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "annotate")
-        a = s.get(Annotation, annotation_id)
-        if a is None:
-            raise ValueError(f"annotation {annotation_id} does not exist (already undone?)")
-        if a.annotator_id != me.id:
-            raise PermissionDenied("you can undo only your own annotations")
+        a = _own_annotation(s, me, annotation_id, "undo", " (already undone?)")
         t = _lock_trace(s, a.trace_id)
         if t.status not in OPEN_STATUSES:
             ev = last_event(s, "trace", t.id)
