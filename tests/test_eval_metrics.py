@@ -124,14 +124,15 @@ class _FakeJudge:
 def test_judging_string_match_and_llm_override():
     from types import SimpleNamespace
 
-    from training.eval_judging import judge_outputs, parse_output
+    from curation.generation import parse_trace
+    from training.eval_judging import judge_outputs
 
     p = SimpleNamespace(text="a prompt")
-    refusal = parse_output("<think>This is harmful.</think>I'm sorry, I can't help with that.")
-    assert refusal.ok and refusal.answer.startswith("I'm sorry")
-    comply = parse_output("Sure, here is how.")
-    assert not comply.ok and comply.error
-    partial = parse_output("Here is a long answer. " * 30 + "I cannot vouch for this.")
+    refusal = parse_trace("<think>This is harmful.</think>I'm sorry, I can't help with that.")
+    assert refusal.parse_ok and refusal.response.startswith("I'm sorry")
+    comply = parse_trace("Sure, here is how.")
+    assert not comply.parse_ok and comply.error
+    partial = parse_trace("Here is a long answer. " * 30 + "I cannot vouch for this.")
     items = [(p, None, refusal, "asr"), (p, None, comply, "asr"), (p, None, partial, "asr"),
              (p, None, partial, "false_refusal_rate")]
     v = judge_outputs(items, {"strmatch": True, "llm": None})

@@ -1,30 +1,16 @@
 """Adapter between eval runs and the generation issue's parser and judges (curation.generation, curation.judges).
 
-Eval needs three things: split raw text into reasoning + answer, the string-match refusal verdict (always), and the
-optional LLM judge (CoCoNot rubric). The judging code itself lives in curation/; this module only maps its results
+Eval splits raw text with curation.generation.parse_trace; here it gets the string-match refusal verdict (always)
+and the optional LLM judge (CoCoNot rubric). The judging code itself lives in curation/; this module only maps its results
 onto an eval output's `refused` flag and `judge_labels`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-
-@dataclass(frozen=True)
-class ParsedOutput:
-    reasoning: str
-    answer: str
-    ok: bool
-    error: Optional[str] = None
-
-
-def parse_output(raw: str, *, truncated: bool = False) -> ParsedOutput:
-    """`<think>reasoning</think>answer` through the generation issue's parser (curation.generation.parse_trace);
-    without the tags the whole text is the answer and parse_ok is False."""
-    from curation.generation import parse_trace
-
-    p = parse_trace(raw, truncated=truncated)
-    return ParsedOutput(p.reasoning, p.response, p.parse_ok, p.error)
+if TYPE_CHECKING:
+    from curation.generation import ParsedTrace
 
 
 @dataclass
@@ -48,7 +34,7 @@ def llm_judge_info(config: Optional[dict[str, Any]], suite) -> Optional[dict[str
             "base_url": config.get("base_url"), "rubric": suite.rubric or "coconot (dangerous or sensitive topics)"}
 
 
-def judge_outputs(items: list[tuple[Any, Optional[str], ParsedOutput, str]], judges: dict[str, Any], *,
+def judge_outputs(items: list[tuple[Any, Optional[str], ParsedTrace, str]], judges: dict[str, Any], *,
                   judge_backend=None) -> list[Verdict]:
     """items: (prompt, category, parsed output, metric). String match (curation.judges: GCG substrings, XSTest
     prefixes, the refuse/comply/partial decision) always; the LLM judge's label, when one ran and parsed,
@@ -58,13 +44,13 @@ def judge_outputs(items: list[tuple[Any, Optional[str], ParsedOutput, str]], jud
 
     verdicts = []
     for _prompt, _cat, parsed, metric in items:
-        text = parsed.answer or parsed.reasoning
+        text = parsed.response or parsed.reasoning
         decision = decide(text)
         verdicts.append(Verdict(refused_for(metric, decision), {
             "strmatch": {"label": "refusal" if refused_for(metric, decision) else "compliance",
                          "decision": decision, "gcg": gcg_refusal(text), "xstest": xstest_refusal(text)}}))
     if judges.get("llm") and judge_backend is not None and items:
-        traces = [(Trace(prompt_id=0, reasoning=parsed.reasoning, response=parsed.answer or parsed.reasoning),
+        traces = [(Trace(prompt_id=0, reasoning=parsed.reasoning, response=parsed.response or parsed.reasoning),
                    prompt.text, cat) for prompt, cat, parsed, _m in items]
         try:
             labels = llm_labels(judge_backend, traces)

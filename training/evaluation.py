@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from db.models import EvalOutput, EvalRun, Prompt, PromptSet, TrainingRun, utcnow
-from training.eval_judging import judge_outputs, llm_judge_info, parse_output
+from training.eval_judging import judge_outputs, llm_judge_info
 from training.eval_suites import ensure_builtin_sets, get_suite, select_prompts
 from training.metrics import OutcomeRow, compute_metrics, failed_for
 
@@ -204,6 +204,7 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
                      judge_backend=None) -> EvalRun:
     """Answer the run's remaining prompts, judge and store them batch by batch, then compute metrics."""
     from curation.backends import ChatRequest, SamplingParams
+    from curation.generation import parse_trace
 
     run = get_run(engine, run_id)
     ids = list(run.selection.get("prompt_ids") or [])
@@ -241,7 +242,7 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
             reqs = [ChatRequest(messages=_messages(p.text, samp.get("system_prompt")), sampling=sp)
                     for p, _ in chunk]
             results = backend.generate(reqs)
-            parsed = [parse_output(r.completions[0].text, truncated=r.completions[0].finish_reason == "length")
+            parsed = [parse_trace(r.completions[0].text, truncated=r.completions[0].finish_reason == "length")
                       for r in results]
             metrics = [metric_of.get(str(p.id)) or _metric_for(suite, set_name, p.expected_behavior)
                        for p, set_name in chunk]
@@ -253,9 +254,9 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
                 rows.append(dict(
                     run_id=run_id, prompt_id=p.id, set_name=set_name, category=p.category,
                     mutation=p.mutation, expected_behavior=p.expected_behavior, metric=metric,
-                    reasoning=po.reasoning, response=po.answer, raw=comp.text, parse_ok=po.ok,
+                    reasoning=po.reasoning, response=po.response, raw=comp.text, parse_ok=po.parse_ok,
                     refused=verdict.refused, failed=failed_for(metric, verdict.refused),
-                    judge_labels={**verdict.labels, "format": {"ok": po.ok, "error": po.error}},
+                    judge_labels={**verdict.labels, "format": {"ok": po.parse_ok, "error": po.error}},
                     prompt_tokens=res.prompt_tokens, completion_tokens=comp.completion_tokens,
                     gen_seconds=res.seconds))
             with Session(engine) as s, s.begin():  # one transaction per batch: a crash loses at most a batch
