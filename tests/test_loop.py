@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, EvalOutput, ExportSnapshot, GenerationRun, Prompt, PromptSet, Trace, TrainingRun
-from tests.test_app_pages import app_db  # noqa: F401  (fixture)
 from training.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop, goals, render_report, yield_table
 
 pytestmark = pytest.mark.slow
@@ -54,6 +53,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert {t.decided_how for t in traces} == {"auto"} and audits == len(traces)
     approved = [t for t in traces if t.status == "approved"]
     assert set(res["yield"]) == {"refuse", "comply"}
+    assert sum(y["truncated"] for y in res["yield"].values()) > 0  # 12 new tokens: a random model runs out
     assert len(approved) == sum(y["used"] for y in res["yield"].values()) > 0
 
     # 5: one export + adapter per arm; the answer-only export has no reasoning tags
@@ -138,15 +138,26 @@ def test_filter_levels_fill_up_strictest_first_and_the_report_names_the_limit():
     r = lambda i, **kw: {"id": i, "strict": False, "parse_ok": False, "match": False, "has_response": True, **kw}
     strict, parsed_match, unparsed_match, wrong = (r(1, strict=True, parse_ok=True, match=True),
                                                    r(2, parse_ok=True, match=True), r(3, match=True), r(4))
-    assert [_passes(x, "matches_expected") for x in (parsed_match, unparsed_match, wrong)] == [True, False, False]
-    assert [_passes(x, "decision") for x in (parsed_match, unparsed_match, wrong)] == [True, True, False]
+    assert [_passes(x, "matches_expected") for x in (strict, parsed_match, unparsed_match, wrong)] == \
+        [True, True, False, False]
+    assert [_passes(x, "decision") for x in (strict, parsed_match, unparsed_match, wrong)] == [True, True, True, False]
+    from training.loop import fill_survivors
+
+    rows = [strict, parsed_match, unparsed_match, wrong]
+    assert fill_survivors(rows, ["matches_expected", "decision"], 1) == ("strict", [strict], [])
+    assert fill_survivors(rows, ["matches_expected", "decision"], 2) == \
+        ("matches_expected", [strict, parsed_match], [("matches_expected", 1)])
+    assert fill_survivors(rows, ["matches_expected", "decision"], 10) == \
+        ("decision", [strict, parsed_match, unparsed_match], [("matches_expected", 1), ("decision", 1)])
+    assert fill_survivors([parsed_match, wrong], [], 10) == ("strict", [], [])
     y = {"refuse": {"samples": 100, "parsed": 10, "consistent": 2, "matches_expected": 3, "strict": 0,
-                    "level": "decision", "used": 3},
+                    "truncated": 80, "level": "decision", "used": 3},
          "comply": {"samples": 100, "parsed": 90, "consistent": 80, "matches_expected": 95, "strict": 60,
                     "level": "strict", "used": 9}}
     lines = analysis({"yield": y, "config": {"min_per_behavior": 10, "gen_max_tokens": 64}})
     assert any("yield of usable refusal traces" in line for line in lines)
-    assert any(line.startswith("trace quality: under half of the refuse samples") for line in lines)
+    assert "trace quality: under half of the refuse samples parse (10 of 100); 80 of the 100 ran to " \
+           "gen_max_tokens (64), and a larger budget costs generation time linearly." in lines
     assert not any("comply" in line and line.startswith("yield (") for line in lines)
     res = {"config": {}, "timings_s": {"total": 600}, "generation": {"earlier_summary": {"wall_s": 900}}}
     assert goals(res)[-1] == "wall time 25.0 min, including 15.0 min of the reused generation run " \

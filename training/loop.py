@@ -303,21 +303,14 @@ class RationalLoop:
                  "parsed": sum(r["parse_ok"] for r in rs),
                  "matches_expected": sum(r["match"] for r in rs),
                  "consistent": sum(r["consistent"] for r in rs),
-                 "strict": sum(r["strict"] for r in rs)}
-            level = "strict"
-            ok = [r for r in rs if r["strict"]]
-            for fb in self.cfg.fallback:
-                if len(ok) >= self.cfg.min_per_behavior:
-                    break
-                have = {r["id"] for r in ok}
-                extra = [r for r in rs if r["id"] not in have and _passes(r, fb)]
-                if extra:
-                    level, ok = fb, ok + extra
-                    warn = {"decision": " — their reasoning is truncated or unparsed",
-                            "parsed": " — NOT verified as the expected behaviour",
-                            "any": " — NOT verified at all"}.get(fb, "")
-                    self.note(f"{beh}: {y['strict']} strict survivors (parse + consistent + matches expected), fewer "
-                              f"than {self.cfg.min_per_behavior}; added {len(extra)} at level '{fb}'{warn}")
+                 "strict": sum(r["strict"] for r in rs), "truncated": sum(r["truncated"] for r in rs)}
+            level, ok, added = fill_survivors(rs, self.cfg.fallback, self.cfg.min_per_behavior)
+            for fb, n in added:
+                warn = {"decision": " — their reasoning is truncated or unparsed",
+                        "parsed": " — NOT verified as the expected behaviour",
+                        "any": " — NOT verified at all"}.get(fb, "")
+                self.note(f"{beh}: {y['strict']} strict survivors (parse + consistent + matches expected), fewer "
+                          f"than {self.cfg.min_per_behavior}; added {n} at level '{fb}'{warn}")
             y.update(level=level, survived=len(ok), prompts_with_survivor=len({r["prompt_id"] for r in ok}))
             yields[beh] = y
             keep[beh] = [r["id"] for r in ok]
@@ -369,13 +362,16 @@ class RationalLoop:
             for tid, pid, pok, resp, beh, kind, label in s.execute(q):
                 r = by.setdefault(tid, {"id": tid, "prompt_id": pid, "parse_ok": bool(pok), "behavior": beh,
                                         "has_response": bool((resp or "").strip()),
-                                        "match": False, "consistent": False, "strict": False})
+                                        "match": False, "consistent": False, "strict": False,
+                                        "truncated": False})
                 if kind == "matches_expected":
                     r["match"] = label == "yes"
                 elif kind == "consistency":
                     r["consistent"] = label == "consistent"
                 elif kind == "auto_approve":
                     r["strict"] = label == "candidate"
+                elif kind == "format" and label == "truncated":
+                    r["truncated"] = True
         return list(by.values())
 
     # -- 5. export + training -------------------------------------------------------------------------------
@@ -483,6 +479,22 @@ def arm_export(arm: str, run_id: int, seed: int = 0):
     return flt, opts
 
 
+def fill_survivors(rows: list[dict[str, Any]], fallback: list[str], minimum: int
+                   ) -> tuple[str, list[dict[str, Any]], list[tuple[str, int]]]:
+    """Strict survivors first; then each fallback level in turn adds its new rows while fewer than `minimum`
+    survive. Returns (loosest level used, survivors strictest first, [(level, rows added)])."""
+    level, ok, added = "strict", [r for r in rows if r["strict"]], []
+    for fb in fallback:
+        if len(ok) >= minimum:
+            break
+        have = {r["id"] for r in ok}
+        extra = [r for r in rows if r["id"] not in have and _passes(r, fb)]
+        if extra:
+            level, ok = fb, ok + extra
+            added.append((fb, len(extra)))
+    return level, ok, added
+
+
 def _passes(r: dict[str, Any], level: str) -> bool:
     if level == "matches_expected":
         return r["parse_ok"] and r["match"]
@@ -528,11 +540,12 @@ def analysis(results: dict[str, Any]) -> list[str]:
     elif y and all(d.get("strict", 0) >= need for d in y.values()):
         out.append("Yield is sufficient for both behaviours; if a goal is missed, the limit is trace quality or "
                    "training (see the training table and sample traces).")
-    trunc = [b for b, d in y.items() if d.get("samples") and d.get("parsed", 0) / d["samples"] < 0.5]
-    if trunc:
-        out.append(f"trace quality: under half of the {', '.join(sorted(trunc))} samples parse, mostly because the "
-                   f"reasoning or answer ran to gen_max_tokens ({cfg.get('gen_max_tokens')}); a larger budget costs "
-                   "generation time linearly.")
+    for beh, d in sorted(y.items()):
+        if d.get("samples") and d.get("parsed", 0) / d["samples"] < 0.5:
+            cause = (f"; {d['truncated']} of the {d['samples']} ran to gen_max_tokens ({cfg.get('gen_max_tokens')}), "
+                     "and a larger budget costs generation time linearly" if d.get("truncated") else "")
+            out.append(f"trace quality: under half of the {beh} samples parse ({d.get('parsed', 0)} of "
+                       f"{d['samples']}){cause}.")
     return out
 
 
