@@ -97,6 +97,14 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
         n_traces = s.execute(select(func.count(Trace.id))).scalar_one()
     assert n_runs == 1 and n_traces == len(traces) and res2["generation"]["reused_run"] == run.id
     assert res2["generation"]["earlier_summary"]["wall_s"] is not None
+    assert res2["prompts"]["harmful"] + res2["prompts"]["benign"] == n_prompts  # the reused run's own prompts
+    assert res2["prompts"]["contamination"] == "pass"
+    with Session(eng) as s, s.begin():  # one of the run's training prompts becomes an eval prompt
+        s.get(Prompt, traces[0].prompt_id).split = "eval"
+    cfg3 = _tiny_config(str(tiny_model_dir), tmp_path / "out3", ablations=[], eval_suites=["harmful"],
+                        generation_run=run.id, tag="ci3")
+    with pytest.raises(LoopError, match=f"run {run.id} holds training prompts that overlap eval prompts"):
+        RationalLoop(eng, cfg3, log=lambda _l: None).run()
     assert "reused run" in (tmp_path / "out2" / "report.md").read_text()
 
 

@@ -231,6 +231,9 @@ class RationalLoop:
         from curation.generation import GenerationConfig, Selection, create_run, run_generation
 
         cfg = self.cfg
+        if cfg.generation_run:
+            self._reuse_generation(cfg.generation_run)
+            return
         n = cfg.limit_train
         n_mut = min(n // 4, cfg.mutation_limit) if cfg.mutation != "none" else 0
         harmful = self._pick(list(HARMFUL_TRAIN), n - n_mut) + (
@@ -251,9 +254,6 @@ class RationalLoop:
                                    "mutated_harmful": n_mut, "contamination": "pass",
                                    "dropped_for_contamination": len(dropped)}
         self.log(f"training prompts: {self.results['prompts']}")
-        if cfg.generation_run:
-            self._reuse_generation(cfg.generation_run)
-            return
         gc = GenerationConfig(model=cfg.teacher or cfg.model, backend=cfg.backend, strategy=cfg.strategy,
                               samples=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.gen_max_tokens,
                               seed=cfg.seed, student_model=cfg.model if cfg.teacher else None)
@@ -265,6 +265,7 @@ class RationalLoop:
 
     def _reuse_generation(self, run_id: int) -> None:
         """Resume an earlier run (its own prompt selection and settings); pairs it already holds are skipped."""
+        from curation.contamination import check_contamination
         from curation.generation import run_generation
         from db.models import GenerationRun
 
@@ -274,13 +275,19 @@ class RationalLoop:
                 raise LoopError(f"generation: run {run_id} does not exist")
             wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
             earlier = {"created_at": str(run.created_at), "finished_at": str(run.finished_at),
-                       "wall_s": round(wall, 1) if wall is not None else None, "selection": run.selection}
-            by = s.execute(select(Prompt.expected_behavior, Prompt.mutation).where(
+                       "wall_s": round(wall, 1) if wall is not None else None}
+            rows = s.execute(select(Prompt.id, Prompt.text, Prompt.expected_behavior, Prompt.mutation).where(
                 Prompt.id.in_(run.selection.get("prompt_ids") or []))).all()
-        # What the reused run actually holds (the check above covered this loop's own selection).
-        self.results["prompts"]["reused_run"] = {"harmful": sum(b == "refuse" for b, _ in by),
-                                                 "benign": sum(b == "comply" for b, _ in by),
-                                                 "mutated_harmful": sum(m is not None for _, m in by)}
+        # The reused run's own prompts are what gets trained on: they are what the check must cover.
+        report = check_contamination(self.engine, {pid: text for pid, text, _b, _m in rows})
+        if report.overlaps:
+            raise LoopError(f"prompts: run {run_id} holds training prompts that overlap eval prompts: "
+                            f"{report.summary()}")
+        self.results["prompts"] = {"harmful": sum(b == "refuse" for _i, _t, b, _m in rows),
+                                   "benign": sum(b == "comply" for _i, _t, b, _m in rows),
+                                   "mutated_harmful": sum(m is not None for _i, _t, _b, m in rows),
+                                   "contamination": "pass", "dropped_for_contamination": 0}
+        self.log(f"training prompts (run {run_id}): {self.results['prompts']}")
         self.gen_run_id = run_id
         self.note(f"generation: reused run {run_id} (its prompts and settings); stored samples are not regenerated, "
                   "so the generation time below covers only what was missing")
