@@ -204,3 +204,15 @@ def sign_in(page, base_url: str, name: str, password: str, path: str = "/") -> N
     pw.press("Enter")
     page.get_by_text(f"Signed in as {name}").wait_for(timeout=UI_TIMEOUT_MS)
     wait_for_app(page)
+
+
+def shot(page, tmp_path: Path, name: str, settle_ms: int = 0) -> None:
+    """Screenshot for people, not an assert; RATIONAL_SCREENSHOTS=DIR keeps a copy."""
+    if settle_ms:
+        page.wait_for_timeout(settle_ms)  # let charts and tables paint
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    keep = os.environ.get("RATIONAL_SCREENSHOTS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(path, os.path.join(keep, path.name))

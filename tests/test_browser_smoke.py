@@ -4,15 +4,13 @@ Set RATIONAL_SCREENSHOTS=DIR to keep the screenshots (they are always written un
 """
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
 from db.crud import PromptFilter, count_prompts, create_user
 from db.engine import make_engine
 from tests.browser import UI_TIMEOUT_MS, app_env, app_processes, chromium_available, chromium_page, choose, \
-    fill_text, metric_value, sign_in, wait_for_app
+    fill_text, metric_value, shot, sign_in, wait_for_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,
                                                       reason=chromium_available() or "")]
@@ -25,16 +23,6 @@ CSV = (
     "\"<b>not bold</b>, \"\"quoted\"\"\",x4,markup,safe\n"
     "Is this one fine?,x5,other,maybe\n"
 )
-
-
-def shot(page, tmp_path, name: str) -> None:
-    page.wait_for_timeout(1500)  # let charts and tables paint; the screenshot is for people, not an assert
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    keep = os.environ.get("RATIONAL_SCREENSHOTS")
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        shutil.copy(path, os.path.join(keep, path.name))
 
 
 def test_upload_map_import_and_see_counts(sqlite_url, tmp_path):
@@ -72,13 +60,13 @@ def test_upload_map_import_and_see_counts(sqlite_url, tmp_path):
             choose(page, "“unsafe” →", "refuse")
             page.get_by_text("eval", exact=True).click()
             wait_for_app(page)
-            shot(page, tmp_path, "import")
+            shot(page, tmp_path, "import", settle_ms=1500)
 
             page.get_by_role("button", name="Start import").click()
             page.get_by_text("4 inserted").wait_for(timeout=UI_TIMEOUT_MS)
             wait_for_app(page)
             page.get_by_text("1 invalid row(s)").scroll_into_view_if_needed()
-            shot(page, tmp_path, "import_done")
+            shot(page, tmp_path, "import_done", settle_ms=1500)
 
             assert count_prompts(eng, PromptFilter(set_names=["smoke"])) == 4
             assert count_prompts(eng, PromptFilter(set_names=["smoke"], behaviors=["refuse"], splits=["eval"])) == 1
@@ -89,16 +77,16 @@ def test_upload_map_import_and_see_counts(sqlite_url, tmp_path):
             wait_for_app(page)
             assert metric_value(page, "Prompts") == "4"
             assert metric_value(page, "Prompt sets") == "1"
-            shot(page, tmp_path, "home")
+            shot(page, tmp_path, "home", settle_ms=1500)
 
             page.goto(base_url + "/prompts")
             wait_for_app(page)
             page.get_by_text("4 prompts match", exact=False).wait_for()
-            shot(page, tmp_path, "prompts")
+            shot(page, tmp_path, "prompts", settle_ms=1500)
 
             page.get_by_role("link", name="Jobs").click()
             page.get_by_text("Details", exact=True).wait_for()
             wait_for_app(page)
-            shot(page, tmp_path, "jobs")
+            shot(page, tmp_path, "jobs", settle_ms=1500)
     finally:
         eng.dispose()

@@ -5,8 +5,6 @@ navigation. RATIONAL_SCREENSHOTS=DIR keeps the screenshots.
 """
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 from sqlalchemy import select
@@ -16,21 +14,12 @@ from db.crud import create_user
 from db.engine import make_engine
 from db.models import EvalOutput, PairVote
 from tests.browser import (ROOT, _bin, app_env, chromium_available, chromium_page, fill_text, free_port, process,
-                           wait_for_app, wait_healthy)
+                           shot, wait_for_app, wait_healthy)
 from tests.test_compare_logic import make_pair_runs
 from training.compare import a_on_left
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,
                                                       reason=chromium_available() or "")]
-
-
-def shot(page, tmp_path, name: str) -> None:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    keep = os.environ.get("RATIONAL_SCREENSHOTS")
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        shutil.copy(path, os.path.join(keep, path.name))
 
 
 def test_blind_vote_in_chromium_stores_true_identities(sqlite_url, tmp_path):
