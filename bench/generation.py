@@ -24,9 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def conversations(n: int) -> list[list[dict]]:
-    from curation.generation import DEFAULT_FORMAT, REJECTION_SELF_CHECK
+    from curation.generation.strategies import REJECTION_SELF_CHECK
+    from curation.generation.traceformat import DEFAULT_FORMAT
 
-    path = ROOT / "curation" / "builtin" / "data" / "harmbench" / "harmbench_behaviors_text_val.csv"
+    path = ROOT / "curation" / "prompts" / "builtin" / "data" / "harmbench" / "harmbench_behaviors_text_val.csv"
     with path.open(newline="", encoding="utf-8") as fh:
         rows = [r["Behavior"] for r in csv.DictReader(fh) if r["FunctionalCategory"] == "standard"][:n]
     system = DEFAULT_FORMAT.fill(REJECTION_SELF_CHECK)
@@ -37,7 +38,7 @@ class RawVLLM:
     """The raw baseline engine, alive in its own process (vLLM's venv) for the whole bench."""
 
     def __init__(self, model: str, convs, max_tokens: int, args):
-        from curation.backends.vllm_env import find_vllm_python
+        from curation.generation.backends.vllm_env import find_vllm_python
 
         env = {**os.environ, **vllm_env()}
         env.pop("PYTHONPATH", None)
@@ -78,7 +79,7 @@ def vllm_env() -> dict:
 
 def bench_vllm(model: str, convs, args) -> dict[str, list]:
     """Raw and wrapped engines both loaded; timed runs alternate so both see the same machine load."""
-    from curation.backends import ChatRequest, SamplingParams, make_backend
+    from curation.generation.backends import ChatRequest, SamplingParams, make_backend
 
     s = vllm_settings(args)
     raw = RawVLLM(model, convs, args.max_tokens, args)
@@ -102,7 +103,7 @@ def bench_transformers(model: str, convs, args) -> dict[str, list]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from curation.backends import ChatRequest, SamplingParams, make_backend
+    from curation.generation.backends import ChatRequest, SamplingParams, make_backend
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(model, padding_side="left")
@@ -142,7 +143,7 @@ def main() -> None:
                     help="vLLM enforce_eager for both vLLM runs (skips minutes of torch.compile on CPU)")
     ap.add_argument("--skip", default="", help="comma list of: vllm, transformers")
     args = ap.parse_args()
-    from curation.models import resolve_model
+    from curation.generation.catalog import resolve_model
 
     model = resolve_model("smollm2-135m-instruct")
     convs = conversations(args.prompts)

@@ -59,8 +59,8 @@ def _rss_mib() -> float:
 def _child(kind: str, url: str, path: str, out) -> None:
     from sqlalchemy import insert
 
-    from curation.importer import ImportConfig, PromptImporter
-    from curation.prompts import prompt_sha256
+    from curation.prompts.identity import prompt_sha256
+    from curation.prompts.importer import ImportConfig, PromptImporter
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Prompt, PromptSet, utcnow
@@ -76,7 +76,7 @@ def _child(kind: str, url: str, path: str, out) -> None:
         rows = report.inserted
         assert report.invalid == 0 and report.status == "succeeded", report.summary()
     else:  # the baseline: the same rows, straight in
-        from curation.importer import BATCH
+        from curation.prompts.importer import BATCH
 
         rows = 0
         with eng.begin() as conn:

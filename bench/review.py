@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from curation import queues, review  # noqa: E402
+from curation.review import annotations, claims, queues
 from db.engine import make_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from tests.factories import PASSWORD, make_traces, make_user  # noqa: E402
@@ -52,13 +52,13 @@ def fill(eng, n: int):
 
 def server_side(eng, label: str, n: int, iterations: int) -> dict:
     admin, ann, q = fill(eng, n)
-    c = queues.claim_next(eng, ann, q.id)
+    c = claims.claim_next(eng, ann, q.id)
     times = []
     for i in range(iterations):
         t0 = time.perf_counter()
-        review.submit_annotation(eng, ann.id, c.trace_id, decision="approve" if i % 3 else "reject",
+        annotations.submit_annotation(eng, ann.id, c.trace_id, decision="approve" if i % 3 else "reject",
                                  trace_version=c.trace_version, queue_id=q.id, quality=3, behavior_label="refuse")
-        c = queues.claim_next(eng, ann.id, q.id)
+        c = claims.claim_next(eng, ann.id, q.id)
         times.append((time.perf_counter() - t0) * 1000)
     res = {"db": label, "traces": n, "iterations": iterations, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
            "mean_ms": statistics.mean(times)}

@@ -44,8 +44,8 @@ train = dd["train"].select_columns(["messages"])
 # The same work as our runner: it evaluates the validation split every eval_steps (default save_steps).
 val = dd["validation"].select_columns(["messages"]) if "validation" in dd and dd["validation"].num_rows else None
 args = SFTConfig(output_dir=out, per_device_train_batch_size=cfg["per_device_train_batch_size"],
-                 gradient_accumulation_steps=cfg["gradient_accumulation_steps"], learning_rate=cfg["learning_rate"],
-                 max_steps=cfg["max_steps"], warmup_steps=cfg["warmup_ratio"], lr_scheduler_type=cfg["lr_scheduler_type"],
+                 gradient_accumulation_steps=cfg.get("gradient_accumulation_steps", 1), learning_rate=cfg["learning_rate"],
+                 max_steps=cfg["max_steps"], warmup_steps=cfg["warmup_steps"], lr_scheduler_type=cfg["lr_scheduler_type"],
                  logging_steps=cfg["logging_steps"], save_strategy="steps", save_steps=cfg["save_steps"],
                  seed=cfg["seed"], report_to=[], use_cpu=True, bf16=False, max_length=cfg["max_length"],
                  include_num_input_tokens_seen="non_padding", disable_tqdm=True, assistant_only_loss=False,
@@ -66,7 +66,7 @@ def _seed_training_data(engine, n_prompts: int = 200) -> None:
     from sqlalchemy import insert, select
     from sqlmodel import Session
 
-    from curation.builtin import import_builtin
+    from curation.prompts.builtin import import_builtin
     from db.models import Prompt, Trace
 
     import_builtin(engine, "advbench")
@@ -86,8 +86,8 @@ def _seed_training_data(engine, n_prompts: int = 200) -> None:
 
 def bench_training(home: Path, steps: int, reps: int = 2) -> dict:
     from app.worker import Worker
-    from curation.export import create_export
-    from curation.models import resolve_model
+    from curation.export.snapshot import create_export
+    from curation.generation.catalog import resolve_model
     from db.engine import make_engine
     from db.migrate import upgrade
     from training.runs import create_run, get_run
@@ -99,14 +99,14 @@ def bench_training(home: Path, steps: int, reps: int = 2) -> dict:
     snap = create_export(eng, "bench-sft", "sft", out_dir=home / f"exports-{os.getpid()}", formats=["hf"])
     base = resolve_model("smollm2-135m-instruct")
     overrides = {"max_steps": steps, "logging_steps": 1, "save_steps": steps, "max_length": 256,
-                 "per_device_train_batch_size": 4, "assistant_only_loss": "false", "warmup_ratio": 0.0}
+                 "per_device_train_batch_size": 4, "assistant_only_loss": "false", "warmup_steps": 0.0}
 
     # Plain TRL first, ours second, then both again: alternating halves drift from other load on the machine.
     results: dict[str, list[dict]] = {"ours": [], "plain": []}
     for rep in range(reps):
         run, _ = create_run(eng, base_model="smollm2-135m-instruct", method="sft", export_name="bench-sft",
                             preset="xs", overrides=overrides, output_root=home / f"runs-{os.getpid()}-{rep}")
-        cfg = run.config
+        cfg = {**run.config["trl"], **{k: v for k, v in run.config.items() if k != "trl"}}  # one flat dict
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", PLAIN_TRL, base, str(Path(snap.path) / "hf"),
                               str(home / f"plain-{os.getpid()}-{rep}"), json.dumps(cfg)],
@@ -141,8 +141,8 @@ def bench_export(home: Path, n_traces: int) -> dict:
     from sqlalchemy import insert, select
     from sqlmodel import Session
 
-    from curation.export import create_export
-    from curation.prompts import prompt_sha256
+    from curation.export.snapshot import create_export
+    from curation.prompts.identity import prompt_sha256
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Prompt, PromptSet, Trace
@@ -192,7 +192,9 @@ def bench_export(home: Path, n_traces: int) -> dict:
         phases[phase] = now
         last[0] = now
 
-    import datasets, pyarrow.parquet, rapidfuzz  # noqa: F401,E401  (a running worker has these loaded already)
+    import datasets  # noqa: F401,E401  (a running worker has these loaded already)
+    import pyarrow.parquet
+    import rapidfuzz
 
     t0 = time.perf_counter()
     res = create_export(eng, "bench-100k", "sft", out_dir=home / f"exports-100k-{os.getpid()}", progress=progress)

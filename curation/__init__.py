@@ -1,1 +1,2 @@
-"""Prompt import, mutation, generation, judges, Argilla sync and export. Imports db/, never streamlit."""
+"""The workbench domain: prompts, generation, judges, review (with Argilla) and export, plus accounts and their
+permissions. Imports db/ and core/, never streamlit."""

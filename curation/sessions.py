@@ -10,17 +10,17 @@ import secrets
 import time
 from typing import Optional
 
-from db.engine import rational_home
+from core.settings import get_settings
 
 COOKIE = "rs_session"
 TTL_S = 12 * 3600
 
 
 def _key() -> bytes:
-    env = os.environ.get("RATIONAL_SECRET_KEY")
-    if env:
-        return env.encode()
-    path = rational_home() / "session_secret"
+    settings = get_settings()
+    if settings.rational_secret_key:
+        return settings.rational_secret_key.encode()
+    path = settings.home() / "session_secret"
     if not path.exists():
         tmp = path.with_suffix(".part")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

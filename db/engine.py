@@ -1,25 +1,22 @@
 """One engine factory. `DATABASE_URL` picks the database; the default is a SQLite file under RATIONAL_HOME."""
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
+
+from core.settings import get_settings
 
 
 def rational_home() -> Path:
-    home = Path(os.environ.get("RATIONAL_HOME") or Path.home() / ".rational").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return get_settings().home()
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
+    url = get_settings().database_url
     if url:
         # Heroku-style URLs name the driver-less scheme; we ship psycopg 3.
         if url.startswith("postgres://"):
@@ -76,15 +73,3 @@ def _cached_engine(url: str) -> Engine:
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for a URL (the current default URL when None)."""
     return _cached_engine(url or database_url())
-
-
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

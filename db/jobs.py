@@ -1,17 +1,23 @@
-"""Job rows: enqueue, claim (SKIP LOCKED on PostgreSQL, a conditional update on SQLite), progress, reaping.
+"""The job queue: enqueue, claim (SKIP LOCKED on PostgreSQL, a conditional update on SQLite), progress,
+reaping, and the one runner that executes a claimed job (the worker and every `--wait` use it).
 
-Handlers for job kinds live in curation/ and training/ and register here, so the worker knows one registry.
+Handlers for job kinds live beside their area and register here, so the runner knows one registry.
 """
 from __future__ import annotations
 
+import os
+import threading
+import time
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.vocabulary import JobStatus
 from db.engine import write_engine
 from db.models import Job, utcnow
 
@@ -56,29 +62,35 @@ def get_job(engine: Engine, job_id: int) -> Job | None:
 
 def claim_next(engine: Engine, worker_id: str, kinds: list[str] | None = None) -> Job | None:
     """Atomically move the oldest queued job to running for this worker; None when the queue is empty."""
-    now = utcnow()
     with write_engine(engine).begin() as conn:
-        q = select(Job.id).where(Job.status == "queued")
+        q = select(Job.id).where(Job.status == JobStatus.QUEUED)
         if kinds:
             q = q.where(Job.kind.in_(kinds))
         q = q.order_by(Job.id).limit(1)
         if conn.dialect.name == "postgresql":
-            job_id = conn.execute(q.with_for_update(skip_locked=True)).scalar()
-            if job_id is None:
-                return None
-        else:
-            job_id = conn.execute(q).scalar()
-            if job_id is None:
-                return None
-        res = conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued")  # the conditional update is the lock on SQLite
-            .values(status="running", worker_id=worker_id, started_at=now, heartbeat_at=now,
-                    attempts=Job.attempts + 1, message="started")
-        )
-        if res.rowcount != 1:
-            return None  # another worker won the race; the caller simply asks again
+            q = q.with_for_update(skip_locked=True)
+        job_id = conn.execute(q).scalar()
+        if job_id is None or not _take(conn, job_id, worker_id):
+            return None  # empty, or another worker won the race (the caller simply asks again)
     return get_job(engine, job_id)
+
+
+def claim(engine: Engine, job_id: int, worker_id: str) -> Job | None:
+    """Claim one particular queued job; None when it is not queued (another worker has it, or it ended)."""
+    with write_engine(engine).begin() as conn:
+        if not _take(conn, job_id, worker_id):
+            return None
+    return get_job(engine, job_id)
+
+
+def _take(conn, job_id: int, worker_id: str) -> bool:
+    now = utcnow()
+    res = conn.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)  # the conditional update is the lock on SQLite
+        .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
+                attempts=Job.attempts + 1, message="started"))
+    return res.rowcount == 1
 
 
 def heartbeat(engine: Engine, job_id: int) -> bool:
@@ -145,8 +157,6 @@ def reap_stale(engine: Engine, timeout_s: float) -> list[int]:
 
 
 def job_status_counts(engine: Engine) -> dict[str, int]:
-    from sqlalchemy import func
-
     with engine.connect() as conn:
         rows = conn.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()
     return {status: n for status, n in rows}
@@ -169,8 +179,6 @@ class JobContext:
         self.cancel_seen = False
 
     def progress(self, done: int, total: int | None = None, message: str | None = None, *, force: bool = False) -> None:
-        import time
-
         now = time.monotonic()
         if force or now - self._last >= self.min_interval_s or (total is not None and done >= total):
             self._last = now
@@ -184,3 +192,59 @@ class JobContext:
         if self.cancel_seen or get_job(self.engine, self.job_id).cancel_requested:
             self.cancel_seen = True
             raise JobCancelled(f"job {self.job_id} cancelled")
+
+
+# -- the runner -------------------------------------------------------------------------------------------------
+def execute(engine: Engine, job: Job, *, heartbeat_s: float = 5.0) -> Job:
+    """Run a claimed job's handler with a heartbeat beside it, and record how it ended: its result, or the error
+    (with the partial result a handler attaches to its exception, e.g. an import's row errors)."""
+    ctx = JobContext(engine, job)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            try:
+                heartbeat(engine, job.id)
+            except Exception:
+                pass  # a missed beat is tolerated; the reaper only acts after its timeout
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        if job.kind not in JOB_KINDS:
+            raise LookupError(f"no handler for job kind '{job.kind}' in this process")
+        result = JOB_KINDS[job.kind].handler(ctx, **ctx.params)
+        finish(engine, job.id, status=JobStatus.SUCCEEDED, result=result)
+    except JobCancelled:
+        finish(engine, job.id, status=JobStatus.CANCELLED, error="cancelled by request")
+    except Exception as e:  # a handler's failure is the job's failure, never the runner's
+        ctx.log(traceback.format_exc()[-4000:])
+        finish(engine, job.id, status=JobStatus.FAILED, result=getattr(e, "result", None),
+               error=f"{type(e).__name__}: {e}"[:4000])
+    finally:
+        stop.set()
+        thread.join(timeout=heartbeat_s + 1)
+    return get_job(engine, job.id)
+
+
+def run_job_here(engine: Engine, job_id: int, *, heartbeat_s: float = 5.0) -> Job:
+    """Run exactly this queued job in this process (the CLI's --wait). Raises when it is not queued."""
+    job = claim(engine, job_id, f"cli:{os.getpid()}")
+    if job is None:
+        raise JobNotQueued(f"job {job_id} is not queued (another worker may have claimed it)")
+    return execute(engine, job, heartbeat_s=heartbeat_s)
+
+
+class JobNotQueued(RuntimeError):
+    """run_job_here was asked to run a job that is running elsewhere or has ended."""
+
+
+def wait_for(engine: Engine, job_id: int, poll_s: float = 1.0, on_poll: Callable[[Job], None] | None = None) -> Job:
+    """Poll a job until it ends."""
+    while True:
+        job = get_job(engine, job_id)
+        if on_poll:
+            on_poll(job)
+        if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return job
+        time.sleep(poll_s)

@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from db.crud import create_user
+from curation.auth import create_user
 from db.models import AutoLabel, GenerationRun, Prompt, PromptSet, Trace, User
 
 PASSWORD = "correct horse battery"

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
 from app.worker import Worker
-from curation.builtin import import_builtin
-from db.crud import PromptFilter, list_prompts
+from curation.prompts.builtin import import_builtin
+from db.crud import list_prompts
 from db.engine import make_engine
+from db.filters import PromptFilter
 from db.jobs import enqueue, get_job
 from db.models import Job
-from sqlmodel import Session, select
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app" / "web" / "streamlit_app.py")
 TIMEOUT = 120  # the shared CI machine is slow; this is a hang guard, not a speed check
 
 
@@ -24,7 +25,7 @@ def signed_in_admin() -> int:
     """Every page needs a signed-in user (issue 4): an admin in the app's database."""
     import os
 
-    from db.crud import create_user, list_users
+    from curation.auth import create_user, list_users
 
     eng = make_engine(os.environ["DATABASE_URL"])
     try:
@@ -39,7 +40,7 @@ def open_page(page: str | None = None) -> AppTest:
     at.session_state["user_id"] = signed_in_admin()
     at.run()
     if page:
-        at.switch_page(f"pages/{page}").run()
+        at.switch_page(f"views/{page}").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -68,7 +69,7 @@ def test_home_counts_after_installing_a_builtin_set(app_db):
     assert metric(at, "Prompts") == "0"
     assert any("No prompts yet" in i.value for i in at.info)
 
-    at.switch_page("pages/import_prompts.py").run()
+    at.switch_page("views/import_prompts.py").run()
     at.selectbox(key="builtin_name").set_value("xstest").run()
     at.button(key="builtin_start").click().run()
     assert not at.exception
@@ -81,7 +82,7 @@ def test_home_counts_after_installing_a_builtin_set(app_db):
     at.run()
     assert any("finished" in s.value and "450 inserted" in s.value for s in at.success), [s.value for s in at.success]
 
-    at.switch_page("pages/home.py").run()
+    at.switch_page("views/home.py").run()
     assert not at.exception
     assert metric(at, "Prompts") == "450"
     assert metric(at, "Prompt sets") == "1"
@@ -220,9 +221,9 @@ def test_jobs_page_lists_and_cancels(app_db):
     table = at.dataframe[0].value.set_index("id")
     assert table.loc[done.id, "status"] == "failed" and "no_such_set" in table.loc[done.id, "error"]
     assert table.loc[queued.id, "status"] == "queued"
-    assert [b.key for b in at.button] == [f"cancel_{queued.id}"]
+    assert [b.key for b in at.main.button] == [f"cancel_{queued.id}"]
     at.button(key=f"cancel_{queued.id}").click().run()
     assert not at.exception
     assert get_job(app_db, queued.id).status == "cancelled"
     assert at.dataframe[0].value.set_index("id").loc[queued.id, "status"] == "cancelled"
-    assert [b.key for b in at.button] == []
+    assert [b.key for b in at.main.button] == []

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from app.cli_argilla import parse_filter
-from curation import argilla_sync as sync
+from curation.review.argilla import connection, mapping
+from db.filters import TraceFilter
 
 TRACE = {"id": 7, "version": 3, "prompt": "How do I pick a lock?", "reasoning": "Lockpicking can be legal.",
          "response": "I can explain in general terms.", "model": "tiny", "set_name": "xstest",
@@ -16,11 +16,11 @@ TRACE = {"id": 7, "version": 3, "prompt": "How do I pick a lock?", "reasoning": 
 
 
 def test_record_spec_fields_metadata_and_prefilled_corrections():
-    spec = sync.record_spec(TRACE, [], ["cybercrime", "other"])
-    assert spec["id"] == "trace-7" and sync.trace_id_of(spec["id"]) == 7
+    spec = mapping.record_spec(TRACE, [], ["cybercrime", "other"])
+    assert spec["id"] == "trace-7" and mapping.trace_id_of(spec["id"]) == 7
     assert spec["fields"] == {"prompt": TRACE["prompt"], "reasoning": TRACE["reasoning"],
                               "response": TRACE["response"]}
-    assert spec["metadata"] == {"set": "xstest", "expected_behavior": "comply", "mutation": "(none)",
+    assert spec["metadata"] == {"set": "xstest", "expected_behavior": "comply", "mutation": "none",
                                 "trace_id": 7, "trace_version": 3}
     corr = {s["question"]: s for s in spec["suggestions"]}
     assert corr["corrected_reasoning"]["value"] == TRACE["reasoning"]
@@ -28,7 +28,7 @@ def test_record_spec_fields_metadata_and_prefilled_corrections():
 
 
 def test_empty_model_text_is_neither_field_nor_suggestion():
-    spec = sync.record_spec({**TRACE, "reasoning": ""}, [], ["other"])
+    spec = mapping.record_spec({**TRACE, "reasoning": ""}, [], ["other"])
     assert "reasoning" not in spec["fields"]
     assert "corrected_reasoning" not in {s["question"] for s in spec["suggestions"]}
 
@@ -41,7 +41,7 @@ def test_suggestions_take_highest_score_per_question_and_map_labels():
               {"kind": "harm", "agent": "tagger", "label": "not-a-category", "score": 0.7},
               {"kind": "format", "agent": "parser", "label": "ok", "score": 1.0},
               {"kind": "judge", "agent": "weird", "label": "refuse", "score": 7.0}]
-    got = {s["question"]: s for s in sync.suggestions_from_labels(labels, ["cybercrime", "other"])}
+    got = {s["question"]: s for s in mapping.suggestions_from_labels(labels, ["cybercrime", "other"])}
     assert set(got) == {"response_behavior", "decision", "harm_categories"}
     assert (got["response_behavior"]["value"], got["response_behavior"]["agent"]) == ("comply", "llm:j")
     assert got["decision"] == {"question": "decision", "value": "reject", "score": 0.4, "agent": "rules"}
@@ -49,7 +49,7 @@ def test_suggestions_take_highest_score_per_question_and_map_labels():
 
 
 def test_out_of_range_score_is_dropped_not_sent():
-    got = sync.suggestions_from_labels([{"kind": "refusal", "agent": "a", "label": "refuse", "score": 1.5}], [])
+    got = mapping.suggestions_from_labels([{"kind": "refusal", "agent": "a", "label": "refuse", "score": 1.5}], [])
     assert got == [{"question": "response_behavior", "value": "refuse", "score": None, "agent": "a"}]
 
 
@@ -58,10 +58,10 @@ def test_annotation_from_response_edits_only_when_text_differs():
               "harm_categories": {"value": ["cybercrime", "other"]}, "quality": {"value": 4},
               "corrected_reasoning": {"value": "Better reasoning."},
               "corrected_response": {"value": "  " + TRACE["response"] + "\n"}}
-    got = sync.annotation_from_response(values, TRACE["reasoning"], TRACE["response"])
+    got = mapping.annotation_from_response(values, TRACE["reasoning"], TRACE["response"])
     assert got == {"decision": "needs_edit", "behavior_label": "refuse", "harm_categories": ["cybercrime"],
                    "quality": 4, "edited_reasoning": "Better reasoning.", "edited_response": None}
-    empty = sync.annotation_from_response(None, "r", "s")
+    empty = mapping.annotation_from_response(None, "r", "s")
     assert empty["decision"] is None and empty["edited_reasoning"] is None and empty["harm_categories"] == []
 
 
@@ -73,7 +73,7 @@ def test_annotation_from_response_edits_only_when_text_differs():
     (5, 3, ["review_started"], True),  # a version bump nobody recorded
 ])
 def test_conflict_reason(version, baseline, events, conflict):
-    reason = sync.conflict_reason(version, baseline, events)
+    reason = mapping.conflict_reason(version, baseline, events)
     assert (reason is not None) == conflict
     if conflict and "review_started" != events[-1]:
         assert events[-1] in reason
@@ -82,29 +82,32 @@ def test_conflict_reason(version, baseline, events, conflict):
 def test_settings_env_overrides_file_and_file_is_private(monkeypatch, tmp_path):
     for k in ("ARGILLA_API_URL", "ARGILLA_API_KEY", "ARGILLA_WORKSPACE"):
         monkeypatch.delenv(k, raising=False)
-    assert sync.connection_settings() is None
-    assert sync.status()["configured"] is False
-    sync.save_connection_settings("http://argilla.example:6900/", "k-secret", "team")
-    path = sync._settings_path()
+    assert connection.connection_settings() is None
+    assert connection.status()["configured"] is False
+    connection.save_connection_settings("http://argilla.example:6900/", "k-secret", "team")
+    path = connection._settings_path()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    conn = sync.connection_settings()
+    conn = connection.connection_settings()
     assert (conn.url, conn.api_key, conn.workspace) == ("http://argilla.example:6900", "k-secret", "team")
     assert "k-secret" not in repr(conn) and "k-secret" not in conn.describe()
     monkeypatch.setenv("ARGILLA_API_KEY", "from-env")
-    assert sync.connection_settings().api_key == "from-env"
+    assert connection.connection_settings().api_key == "from-env"
     with pytest.raises(ValueError, match="url"):
-        sync.save_connection_settings("argilla:6900", "k")
+        connection.save_connection_settings("argilla:6900", "k")
     path.write_text("{broken")
-    with pytest.raises(sync.ArgillaError, match="argilla.json"):
-        sync.connection_settings()
+    with pytest.raises(connection.ArgillaError, match="argilla.json"):
+        connection.connection_settings()
 
 
 def test_unreachable_server_status_never_shows_key():
-    st = sync.status(sync.ArgillaConnection("http://127.0.0.1:9", "very-secret-key", "w"))
+    st = connection.status(connection.ArgillaConnection("http://127.0.0.1:9", "very-secret-key", "w"))
     assert st["configured"] and not st["ok"] and "very-secret-key" not in json.dumps(st)
 
 
 def test_cli_filter_parsing():
+    def parse_filter(items):
+        return TraceFilter.parse(items).to_dict()
+
     assert parse_filter(["set_names=a,b", "flagged_only=yes", "run_ids=1,2", "search=lock pick"]) == {
         "set_names": ["a", "b"], "flagged_only": True, "run_ids": [1, 2], "search": "lock pick"}
     assert parse_filter(['{"behaviors": ["refuse"]}']) == {"behaviors": ["refuse"]}

@@ -13,21 +13,21 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from curation import argilla_sync as sync
-from curation.agreement import agreement
-from curation.queues import create_queue
-from curation.review import adjudicate
+from curation.review.agreement import agreement
+from curation.review.annotations import adjudicate
+from curation.review.argilla import connection, mapping, pull, push
+from curation.review.queues import create_queue
 from db.models import Annotation, ArgillaRecord, ArgillaResponse, AutoLabel, QueueMember, Trace, User
 from tests.argilla_server.fixture import argilla_server  # noqa: F401  (session fixture)
 from tests.factories import make_traces, make_user
 
 pytestmark = pytest.mark.argilla
-APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+APP = Path(__file__).resolve().parents[1] / "app" / "web" / "streamlit_app.py"
 
 
 @pytest.fixture
 def conn(argilla_server):  # noqa: F811
-    return sync.ArgillaConnection(argilla_server["url"], argilla_server["api_key"], argilla_server["workspace"])
+    return connection.ArgillaConnection(argilla_server["url"], argilla_server["api_key"], argilla_server["workspace"])
 
 
 def _owner(conn) -> httpx.Client:
@@ -82,13 +82,13 @@ def test_push_then_pull_round_trip(engine, conn):
     q = create_queue(engine, admin, f"argq-{tag}", {"set_names": [f"set-{tag}"]}, overlap=2)
 
     # push, and re-push: keyed by trace id, nothing duplicated
-    res = sync.push(engine, admin, queue=q.name, conn=conn)
+    res = push.push(engine, admin, queue=q.name, conn=conn)
     assert res["pushed"] == 50 and res["dataset"] == q.name
-    again = sync.push(engine, admin, queue=q.name, conn=conn)
+    again = push.push(engine, admin, queue=q.name, conn=conn)
     assert again["pushed"] == 50
     ds = _dataset(conn, q.name)
     recs = _records(conn, ds["id"])
-    assert sorted(recs) == sorted(sync.record_id(i) for i in ids)
+    assert sorted(recs) == sorted(mapping.record_id(i) for i in ids)
     with Session(engine) as s:
         assert s.execute(select(func.count()).select_from(ArgillaRecord)).scalar_one() == 50
 
@@ -105,9 +105,9 @@ def test_push_then_pull_round_trip(engine, conn):
     full = h.get(f"/api/v1/datasets/{ds['id']}").json()
     assert full["distribution"] == {"strategy": "overlap", "min_submitted": 2}
     assert "response_behavior" in full["guidelines"]
-    r0 = recs[sync.record_id(ids[0])]
+    r0 = recs[mapping.record_id(ids[0])]
     assert r0["metadata"]["trace_id"] == ids[0] and r0["metadata"]["trace_version"] == 1
-    assert r0["metadata"]["set"] == f"set-{tag}" and r0["metadata"]["mutation"] == "(none)"
+    assert r0["metadata"]["set"] == f"set-{tag}" and r0["metadata"]["mutation"] == "none"
     by_q = {s["question_id"]: s for s in r0["suggestions"]}
     sugg = {name: by_q[q_["id"]] for name, q_ in questions.items() if q_["id"] in by_q}
     assert sugg["response_behavior"]["value"] == "comply" and sugg["response_behavior"]["agent"] == "llm:judge"
@@ -117,7 +117,7 @@ def test_push_then_pull_round_trip(engine, conn):
 
     # two annotators answer in Argilla
     a1, a2 = _argilla_user(conn, f"ann1-{tag}"), _argilla_user(conn, f"ann2-{tag}")
-    rec = [recs[sync.record_id(i)] for i in ids]
+    rec = [recs[mapping.record_id(i)] for i in ids]
     for client in (a1, a2):  # 0: both approve -> consensus approved
         _respond(client, rec[0], "submitted", decision="approve", response_behavior="refuse", quality=5)
     _respond(a1, rec[1], "submitted", decision="needs_edit", corrected_reasoning="A better reasoning 1",
@@ -131,7 +131,7 @@ def test_push_then_pull_round_trip(engine, conn):
         v4 = s.get(Trace, ids[4]).version
     adjudicate(engine, admin, ids[4], "rejected", v4)
 
-    out = sync.pull(engine, admin, dataset=q.name, conn=conn)
+    out = pull.pull(engine, admin, dataset=q.name, conn=conn)
     assert (out["annotated"], out["skipped"], out["conflicts"], out["invalid"], out["drafts"]) == (4, 1, 2, 0, 1)
     assert out["users_created"] == [f"ann2-{tag}"]
 
@@ -167,14 +167,14 @@ def test_push_then_pull_round_trip(engine, conn):
     assert agr["items_multi"] == 2 and agr["disagreement_rate"] == pytest.approx(0.5)
 
     # a second pull creates nothing
-    out2 = sync.pull(engine, admin, dataset=q.name, conn=conn)
+    out2 = pull.pull(engine, admin, dataset=q.name, conn=conn)
     assert (out2["annotated"], out2["skipped"], out2["conflicts"], out2["users_created"]) == (0, 0, 0, [])
     assert out2["unchanged"] == 7
     with Session(engine) as s:
         assert s.execute(select(func.count(Annotation.id))).scalar_one() == n_ann
         assert s.execute(select(func.count(ArgillaResponse.id))).scalar_one() == n_resp
 
-    listed = {d["name"]: d for d in sync.list_datasets(engine, conn=conn)}
+    listed = {d["name"]: d for d in push.list_datasets(engine, conn=conn)}
     row = listed[q.name]
     assert row["records"] == 50 and row["conflicted_records"] == 1
     assert row["pulled"] == {"annotated": 4, "skipped": 1, "conflict": 2}
@@ -182,9 +182,9 @@ def test_push_then_pull_round_trip(engine, conn):
 
 
 def test_status_and_bad_key(conn):
-    ok = sync.status(conn)
+    ok = connection.status(conn)
     assert ok["ok"] and ok["username"] == "owner" and ok["role"] == "owner"
-    bad = sync.status(sync.ArgillaConnection(conn.url, "wrong-key-" + uuid.uuid4().hex, conn.workspace))
+    bad = connection.status(connection.ArgillaConnection(conn.url, "wrong-key-" + uuid.uuid4().hex, conn.workspace))
     assert not bad["ok"] and "wrong-key" not in bad["error"]
 
 
@@ -220,7 +220,7 @@ def test_cli_push_and_pull_job(conn, monkeypatch):
     ds = _dataset(conn, f"cli-{tag}")
     assert ds["distribution"]["min_submitted"] == 1
     recs = _records(conn, ds["id"])
-    _respond(_argilla_user(conn, f"cli-ann-{tag}"), recs[sync.record_id(ids[2])], "submitted", decision="approve",
+    _respond(_argilla_user(conn, f"cli-ann-{tag}"), recs[mapping.record_id(ids[2])], "submitted", decision="approve",
              response_behavior="comply")
 
     queued = runner.invoke(app, ["argilla", "pull", "--dataset", f"cli-{tag}", "--enqueue"])
@@ -267,7 +267,7 @@ def test_argilla_page_status_push_and_pull(conn, monkeypatch, tmp_path):
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state["user_id"] = admin.id
     at.run()
-    at.switch_page("pages/argilla.py").run()
+    at.switch_page("views/argilla.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Connected to" in s.value for s in at.success)
     at.selectbox[0].select(q.name)

@@ -4,13 +4,25 @@ Set RATIONAL_SCREENSHOTS=DIR to keep the screenshots (they are always written un
 """
 from __future__ import annotations
 
-
 import pytest
 
-from db.crud import PromptFilter, count_prompts, create_user
+from curation.auth import create_user
+from db.crud import count_prompts
 from db.engine import make_engine
-from tests.browser import UI_TIMEOUT_MS, app_env, app_processes, chromium_available, chromium_page, choose, \
-    fill_text, metric_value, shot, sign_in, wait_for_app
+from db.filters import PromptFilter
+from tests.browser import (
+    UI_TIMEOUT_MS,
+    app_env,
+    app_processes,
+    choose,
+    chromium_available,
+    chromium_page,
+    fill_text,
+    metric_value,
+    shot,
+    sign_in,
+    wait_for_app,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,
                                                       reason=chromium_available() or "")]
@@ -35,7 +47,7 @@ def test_upload_map_import_and_see_counts(sqlite_url, tmp_path):
         with app_processes(env, tmp_path / "logs") as base_url, chromium_page() as page:
             sign_in(page, base_url, "smoke-admin", "password123")  # every page needs a signed-in user
             # A fresh server reached on a page URL first still goes through st.navigation (sections, titles),
-            # not Streamlit's legacy listing of app/pages/.
+            # not Streamlit's legacy listing of a pages/ folder.
             page.goto(base_url + "/jobs")
             page.get_by_text("Overview", exact=True).wait_for()
             page.get_by_role("link", name="Import", exact=True).wait_for()

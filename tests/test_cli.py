@@ -14,7 +14,7 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from app.cli import app
-from db.crud import authenticate
+from curation.auth import authenticate
 from db.engine import make_engine
 from db.migrate import current_heads, head_revisions
 from db.models import Job, Prompt, PromptSet, User

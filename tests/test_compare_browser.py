@@ -1,22 +1,32 @@
 """Real Chromium: sign in, open the compare page in blind mode, vote, and check the stored true identities.
 
-The page runs as its own `streamlit run app/pages/compare.py` script, so this test does not depend on the shell's
+The page runs as its own `streamlit run app/web/views/compare.py` script, so this test does not depend on the shell's
 navigation. RATIONAL_SCREENSHOTS=DIR keeps the screenshots.
 """
 from __future__ import annotations
-
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.crud import create_user
+from curation.auth import create_user
 from db.engine import make_engine
 from db.models import EvalOutput, PairVote
-from tests.browser import (ROOT, _bin, app_env, chromium_available, chromium_page, fill_text, free_port, process,
-                           shot, wait_for_app, wait_healthy)
+from evaluation.compare import a_on_left
+from tests.browser import (
+    ROOT,
+    _bin,
+    app_env,
+    chromium_available,
+    chromium_page,
+    fill_text,
+    free_port,
+    process,
+    shot,
+    wait_for_app,
+    wait_healthy,
+)
 from tests.test_compare_logic import make_pair_runs
-from training.compare import a_on_left
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,
                                                       reason=chromium_available() or "")]
@@ -30,7 +40,7 @@ def test_blind_vote_in_chromium_stores_true_identities(sqlite_url, tmp_path):
         outs = {(r, p): i for r, p, i in s.execute(select(EvalOutput.run_id, EvalOutput.prompt_id, EvalOutput.id))}
     env = app_env(sqlite_url, tmp_path / "home")
     port = free_port()
-    cmd = [*_bin("streamlit"), "run", str(ROOT / "app" / "pages" / "compare.py"), "--server.port", str(port),
+    cmd = [*_bin("streamlit"), "run", str(ROOT / "app" / "web" / "views" / "compare.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
     log = tmp_path / "logs" / "streamlit.log"

@@ -6,13 +6,33 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from curation.prompts import prompt_sha256
-from db.crud import create_user
-from db.models import (AutoLabel, EvalLabel, EvalOutput, EvalRun, GenerationRun, PairVote, Prompt, PromptSet,
-                       QueueItem, Trace)
-from training.compare import (PairFilter, a_on_left, blind_pair, compare_runs, count_pairs, list_pairs,
-                              record_vote, send_failures_to_review, set_human_label, vote_summary)
-from training.metrics import failed_for
+from curation.auth import create_user
+from curation.prompts.identity import prompt_sha256
+from db.models import (
+    AutoLabel,
+    EvalLabel,
+    EvalOutput,
+    EvalRun,
+    GenerationRun,
+    PairVote,
+    Prompt,
+    PromptSet,
+    QueueItem,
+    Trace,
+)
+from evaluation.compare import (
+    PairFilter,
+    a_on_left,
+    blind_pair,
+    compare_runs,
+    count_pairs,
+    list_pairs,
+    record_vote,
+    send_failures_to_review,
+    set_human_label,
+    vote_summary,
+)
+from evaluation.metrics import failed_for
 
 # (text, set, expected, metric, A refused, B refused)
 CASES = [
@@ -98,8 +118,7 @@ def test_pairs_filters_and_server_side_paging(engine):
 
 
 def test_human_label_overrides_judge_with_optimistic_lock(engine, users):
-    from curation.auth import PermissionDenied
-    from curation.review import ConflictError
+    from core.errors import ConflictError, PermissionDenied
 
     a, b, pids = make_pair_runs(engine)
     pair = list_pairs(engine, a, b, PairFilter(search="ransomware"))[0]
@@ -150,7 +169,7 @@ def test_blind_vote_stores_true_identities(engine, users):
 
 
 def test_send_failures_to_review_creates_the_right_queue_items(engine, users):
-    from curation.auth import PermissionDenied
+    from core.errors import PermissionDenied
 
     a, b, pids = make_pair_runs(engine)
     with pytest.raises(PermissionDenied):

@@ -7,12 +7,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
-from db.crud import create_user
+from curation.auth import create_user
 from db.models import EvalOutput, PairVote, QueueItem
+from evaluation.compare import a_on_left
 from tests.test_compare_logic import make_pair_runs
-from training.compare import a_on_left
 
-PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "app" / "web" / "views"
 TIMEOUT = 120
 
 
@@ -131,6 +131,6 @@ def test_pages_are_in_the_shell_navigation(app_db):
     at.session_state["user_id"] = admin
     at.run()
     for page, title in (("compare.py", "Compare runs"), ("eval.py", "Evaluate")):
-        at.switch_page(f"pages/{page}").run()
+        at.switch_page(f"views/{page}").run()
         assert not at.exception, [e.value for e in at.exception]
         assert at.title[0].value == title

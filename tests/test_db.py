@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from db.engine import database_url, get_engine, make_engine, rational_home, session_scope, write_engine
+from db.engine import database_url, get_engine, make_engine, rational_home, write_engine
 from db.migrate import current_heads, head_revisions, schema_diff, upgrade
-from db.models import Prompt, PromptSet
+from db.models import Prompt
 from tests.conftest import PG_URL, _pg_admin, _require_pg
 
 
@@ -59,20 +60,11 @@ def test_sqlite_runs_wal_with_foreign_keys(sqlite_engine):
 
 def test_foreign_keys_are_enforced(engine):
     with pytest.raises(IntegrityError):
-        with session_scope(engine) as s:
+        with Session(engine) as s:
             s.add(Prompt(project_id=1, set_id=987654, text="orphan", sha256="0" * 64, expected_behavior="refuse"))
-    with session_scope(engine) as s:
+            s.commit()
+    with Session(engine) as s:
         assert s.execute(select(func.count(Prompt.id))).scalar() == 0
-
-
-def test_session_scope_rolls_back_on_error(engine):
-    with pytest.raises(RuntimeError):
-        with session_scope(engine) as s:
-            s.add(PromptSet(project_id=1, name="rolled-back"))
-            s.flush()
-            raise RuntimeError("boom")
-    with session_scope(engine) as s:
-        assert s.execute(select(PromptSet).where(PromptSet.name == "rolled-back")).first() is None
 
 
 def test_write_engine_takes_the_sqlite_write_lock_up_front(sqlite_engine):

@@ -38,7 +38,7 @@ def test_eval_then_compare_writes_report(tiny_model_dir, tmp_path):
     assert code == 0, out
     text = report.read_text()
     assert "run #1 (A) vs run #2 (B)" in text and "none (base model)" in text
-    from training.evaluation import adapter_sha256
+    from evaluation.runs import adapter_sha256
 
     assert adapter_sha256(adapter) in text
     assert "Sets used for both training and evaluation" in text and "coconot_contrast (1 prompts)" in text
@@ -62,7 +62,7 @@ def test_eval_queues_a_job_by_default_and_names_bad_input(tiny_model_dir, tmp_pa
 
 
 def test_report_keeps_model_text_inside_code_fences(sqlite_engine):
-    from training.report import build_report
+    from evaluation.report import build_report
 
     cases = [("Say ``` then # Heading | pipe", "hb", "refuse", "asr", True, False),
              ("benign", "xs", "comply", "false_refusal_rate", False, False)]

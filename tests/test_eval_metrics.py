@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from training.metrics import (OutcomeRow, compare_metrics, compute_metrics, failed_for, paired_delta_ci, rate_ci,
-                              win_rates)
+from evaluation.metrics import (
+    OutcomeRow,
+    compare_metrics,
+    compute_metrics,
+    failed_for,
+    paired_delta_ci,
+    rate_ci,
+    win_rates,
+)
 
 
 def test_failed_for_is_the_one_rule():
@@ -114,7 +121,7 @@ class _FakeJudge:
         self.replies = replies
 
     def generate(self, reqs):
-        from curation.backends import ChatResult, Completion
+        from curation.generation.backends import ChatResult, Completion
 
         assert len(reqs) == len(self.replies)
         assert "COMPLIANCE:" in reqs[0].messages[0]["content"]  # the CoCoNot rubric template
@@ -124,8 +131,8 @@ class _FakeJudge:
 def test_judging_string_match_and_llm_override():
     from types import SimpleNamespace
 
-    from curation.generation import parse_trace
-    from training.eval_judging import judge_outputs
+    from curation.generation.traceformat import parse_trace
+    from evaluation.judging import judge_outputs
 
     p = SimpleNamespace(text="a prompt")
     refusal = parse_trace("<think>This is harmful.</think>I'm sorry, I can't help with that.")

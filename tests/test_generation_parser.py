@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from curation.generation import DEFAULT_FORMAT, TraceFormat, parse_trace
+from curation.generation.traceformat import DEFAULT_FORMAT, TraceFormat, parse_trace
 
 
 def test_well_formed():

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
-import curation.importer as importer_mod
-from curation.builtin import BUILTIN_SETS, import_builtin
-from curation.importer import ImportConfig, PromptImporter
-from curation.prompts import prompt_sha256
-from curation.readers import ImportFileError
+import curation.prompts.importer as importer_mod
+from curation.prompts.builtin import BUILTIN_SETS, import_builtin
+from curation.prompts.identity import prompt_sha256
+from curation.prompts.importer import ImportConfig, PromptImporter
+from curation.prompts.readers import ImportFileError
 from db.models import Prompt, PromptImport, PromptSet
 
 ROWS = [  # XSTest-like: label safe/unsafe, a type column, and an unmapped column that goes to metadata
@@ -299,6 +299,8 @@ def test_progress_reports_done_and_total(engine, tmp_path, monkeypatch):
 
 # -- built-in sets -------------------------------------------------------------------------------------------
 def _source_rows(bs) -> list[dict]:
+    if bs.path.suffix == ".json":
+        return json.loads(bs.path.read_text(encoding="utf-8"))
     if bs.path.suffix == ".jsonl":
         return [json.loads(line) for line in bs.path.read_text(encoding="utf-8").splitlines() if line.strip()]
     with open(bs.path, newline="", encoding="utf-8-sig") as f:

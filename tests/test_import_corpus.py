@@ -14,8 +14,8 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from app.cli import app
-from curation.importer import ImportConfig, PromptImporter
-from curation.readers import ImportFileError
+from curation.prompts.importer import ImportConfig, PromptImporter
+from curation.prompts.readers import ImportFileError
 from db.models import Prompt, PromptImport, PromptSet
 
 FORMULA = "=cmd|' /C calc'!A0"

@@ -186,7 +186,7 @@ def _csv(tmp_path, rows, name="p.csv"):
 
 
 def _import_config(**kw):
-    from curation.importer import ImportConfig
+    from curation.prompts.importer import ImportConfig
 
     base = dict(set_name="jobset", mapping={"text": "prompt", "category": "type"}, behavior_column="label",
                 behavior_map={"safe": "comply", "unsafe": "refuse"}, split="eval")
@@ -227,6 +227,24 @@ def test_all_or_nothing_import_job_with_bad_rows_fails_with_the_report(engine, t
     assert _prompt_count(engine) == 0
     with Session(engine) as s:
         assert s.execute(select(PromptSet).where(PromptSet.name == "jobset")).first() is None
+
+
+def test_run_job_here_is_the_workers_runner_and_keeps_a_failed_jobs_report(engine, tmp_path):
+    """--wait runs exactly its own job through the same runner as the worker: a failed all-or-nothing import
+    keeps its row errors on the job (the CLI's old runner dropped them), and other queued jobs stay queued."""
+    from app.worker import load_job_kinds
+    from db.jobs import JobNotQueued, run_job_here
+
+    load_job_kinds()
+    path = _csv(tmp_path, [["fine prompt", "safe", "t"], ["bad label prompt", "maybe", "t"]])
+    other = enqueue(engine, "import_builtin", {"name": "simplesafetytests"})
+    job = enqueue(engine, "import", {"path": str(path), "config": _import_config(all_or_nothing=True)})
+    j = run_job_here(engine, job.id)
+    assert j.status == "failed" and j.worker_id.startswith("cli:")
+    assert j.result["invalid"] == 1 and j.result["errors"][0]["field"] == "label"
+    assert get_job(engine, other.id).status == "queued"
+    with pytest.raises(JobNotQueued):
+        run_job_here(engine, job.id)
 
 
 def test_import_job_for_a_missing_file_fails_with_the_reason(engine, tmp_path):

@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from curation.judges import (consistency, decide, gcg_refusal, label_traces, load_rubric, parse_judgement,
-                             reasoning_conclusion, rubric_for, strmatch_labels, xstest_refusal)
+from curation.judges.labels import label_traces, strmatch_labels
+from curation.judges.llm import load_rubric, parse_judgement, rubric_for
+from curation.judges.rules import consistency, decide, gcg_refusal, reasoning_conclusion, xstest_refusal
 from db.models import AutoLabel, Prompt, PromptSet, Trace
 
 

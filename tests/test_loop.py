@@ -9,14 +9,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, EvalOutput, ExportSnapshot, GenerationRun, Prompt, PromptSet, Trace, TrainingRun
-from training.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop, goals, render_report, yield_table
+from workflows.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop
+from workflows.loop_report import goals, render_report, yield_table
 
 pytestmark = pytest.mark.slow
 
 
 def _tiny_config(model: str, out, **kw) -> LoopConfig:
     base = dict(model=model, samples=2, limit_train=8, limit_eval=2, gen_max_tokens=12, eval_max_tokens=8,
-                mutation_limit=4, jbb_methods=["PAIR", "GCG"], harmless_file=None, ablations=["answer_only"],
+                mutation_limit=4, jbb_methods=["PAIR", "GCG"], ablations=["answer_only"],
                 fallback=["matches_expected", "parsed", "any"], train_preset="test",
                 train_overrides={"max_steps": -1, "num_train_epochs": 1, "save_steps": 100}, out=str(out),
                 tag="ci")
@@ -141,7 +142,8 @@ def test_config_rejects_unknown_names_and_pure_report_parts():
 
 
 def test_filter_levels_fill_up_strictest_first_and_the_report_names_the_limit():
-    from training.loop import _passes, analysis
+    from workflows.loop_filter import _passes
+    from workflows.loop_report import analysis
 
     r = lambda i, **kw: {"id": i, "strict": False, "parse_ok": False, "match": False, "has_response": True, **kw}
     strict, parsed_match, unparsed_match, wrong = (r(1, strict=True, parse_ok=True, match=True),
@@ -149,7 +151,7 @@ def test_filter_levels_fill_up_strictest_first_and_the_report_names_the_limit():
     assert [_passes(x, "matches_expected") for x in (strict, parsed_match, unparsed_match, wrong)] == \
         [True, True, False, False]
     assert [_passes(x, "decision") for x in (strict, parsed_match, unparsed_match, wrong)] == [True, True, True, False]
-    from training.loop import fill_survivors
+    from workflows.loop_filter import fill_survivors
 
     rows = [strict, parsed_match, unparsed_match, wrong]
     assert fill_survivors(rows, ["matches_expected", "decision"], 1) == ("strict", [strict], [])
@@ -186,15 +188,16 @@ def test_cli_loop_rejects_bad_flags_with_one_line():
 def test_quick_start_job_is_registered_and_queued_with_valid_params(engine):
     from app.worker import load_job_kinds
     from db.jobs import JOB_KINDS
-    from training.loop import QUICK_START, enqueue_loop
+    from workflows.jobs import QUICK_START, enqueue_loop
 
     load_job_kinds()
     assert "loop" in JOB_KINDS
-    job = enqueue_loop(engine, {"limit_train": 4})
+    job = enqueue_loop(engine, None, {"limit_train": 4})
     assert job.kind == "loop" and job.status == "queued"
-    assert job.params["limit_train"] == 4 and job.params["out"] == QUICK_START["out"]
+    assert job.params["limit_train"] == 4 and job.params["eval_max_tokens"] == QUICK_START["eval_max_tokens"]
+    assert job.params["out"] is None  # the report goes under RATIONAL_HOME, never into the source tree
     with pytest.raises(ValueError, match="ablation"):
-        enqueue_loop(engine, {"ablations": ["x"]})
+        enqueue_loop(engine, None, {"ablations": ["x"]})
 
 
 def test_home_quick_start_button_queues_the_loop_job(app_db):
@@ -210,7 +213,7 @@ def test_home_quick_start_button_queues_the_loop_job(app_db):
 
 
 def test_each_arm_changes_exactly_its_own_export_setting():
-    from training.loop import arm_export
+    from workflows.loop import arm_export
 
     main_f, main_o = arm_export("main", 7)
     assert main_f.run_ids == [7] and main_o.system_prompt is None and "{reasoning}" in main_o.reasoning_template

@@ -7,12 +7,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from curation import agreement as agr
-from curation import auth, queues, review
-from curation.audit import trace_history
-from curation.auth import PermissionDenied
-from curation.review import ConflictError
-from db.crud import list_users
+from core.errors import ConflictError, PermissionDenied
+from curation import auth
+from curation.auth import list_users
+from curation.review import agreement as agr
+from curation.review import annotations, claims, preferences, queues, reading
+from curation.review.audit import trace_history
 from db.engine import make_engine
 from db.models import Annotation, AuditEvent, Claim, Trace, User, utcnow
 from tests.factories import make_traces, make_user, make_users
@@ -24,9 +24,9 @@ def _trace(engine, tid) -> Trace:
 
 
 def _annotate(engine, user, queue, decision="approve", **kw):
-    c = queues.claim_next(engine, user, queue.id)
+    c = claims.claim_next(engine, user, queue.id)
     assert c is not None
-    return c, review.submit_annotation(engine, user, c.trace_id, decision=decision, trace_version=c.trace_version,
+    return c, annotations.submit_annotation(engine, user, c.trace_id, decision=decision, trace_version=c.trace_version,
                                        queue_id=queue.id, **kw)
 
 
@@ -38,22 +38,22 @@ def test_role_matrix(engine):
     q = queues.create_queue(engine, admin, "q", {}, overlap=1, members=[u.id for u in users.values()])
     # One trace waiting for adjudication, for the adjudicate action.
     q2 = queues.create_queue(engine, admin, "q2", {}, overlap=2, members=[u.id for u in users.values()])
-    c1 = queues.claim_next(engine, users["annotator"], q2.id)
-    review.submit_annotation(engine, users["annotator"], c1.trace_id, decision="approve",
+    c1 = claims.claim_next(engine, users["annotator"], q2.id)
+    annotations.submit_annotation(engine, users["annotator"], c1.trace_id, decision="approve",
                              trace_version=c1.trace_version, queue_id=q2.id)
-    c2 = queues.claim_next(engine, users["reviewer"], q2.id, keep=())
+    c2 = claims.claim_next(engine, users["reviewer"], q2.id, keep=())
     while c2.trace_id != c1.trace_id:  # reviewer works until reaching the same trace
-        review.submit_annotation(engine, users["reviewer"], c2.trace_id, decision="approve",
+        annotations.submit_annotation(engine, users["reviewer"], c2.trace_id, decision="approve",
                                  trace_version=c2.trace_version, queue_id=q2.id)
-        c2 = queues.claim_next(engine, users["reviewer"], q2.id)
-    review.submit_annotation(engine, users["reviewer"], c2.trace_id, decision="reject",
+        c2 = claims.claim_next(engine, users["reviewer"], q2.id)
+    annotations.submit_annotation(engine, users["reviewer"], c2.trace_id, decision="reject",
                              trace_version=c2.trace_version, queue_id=q2.id)
     assert _trace(engine, c1.trace_id).status == "needs_adjudication"
     counter = iter(range(1000))
 
     def claim_and_submit(u):
-        c = queues.claim_next(engine, u, q.id)
-        review.submit_annotation(engine, u, c.trace_id, decision="approve", trace_version=c.trace_version,
+        c = claims.claim_next(engine, u, q.id)
+        annotations.submit_annotation(engine, u, c.trace_id, decision="approve", trace_version=c.trace_version,
                                  queue_id=q.id)
 
     actions = {
@@ -63,18 +63,18 @@ def test_role_matrix(engine):
         "refresh_queue": lambda u: queues.refresh_queue(engine, u, q.id),
         "queue_progress": lambda u: queues.queue_progress(engine, u, q.id),
         "claim_and_submit": claim_and_submit,
-        "adjudicate": lambda u: review.adjudicate(engine, u, c1.trace_id, "approved",
+        "adjudicate": lambda u: annotations.adjudicate(engine, u, c1.trace_id, "approved",
                                                   _trace(engine, c1.trace_id).version),
-        "bulk": lambda u: review.bulk_decide(engine, u, {"statuses": ["approved"]}, "approved",
-                                             expected_count=len(review.browse(engine, admin,
+        "bulk": lambda u: annotations.bulk_decide(engine, u, {"statuses": ["approved"]}, "approved",
+                                             expected_count=len(reading.browse(engine, admin,
                                                                               {"statuses": ["approved"]})[1])),
-        "browse": lambda u: review.browse(engine, u, {}),
+        "browse": lambda u: reading.browse(engine, u, {}),
         "history": lambda u: trace_history(engine, u, tids[0]),
         "agreement": lambda u: agr.agreement(engine, u, q2.id),
-        "activity": lambda u: review.activity(engine, u),
+        "activity": lambda u: reading.activity(engine, u),
         "add_user": lambda u: auth.add_user(engine, u, f"new{next(counter)}", "password123", "annotator"),
         "update_user": lambda u: auth.update_user(engine, u, users["annotator"].id, role="annotator"),
-        "own_settings": lambda u: review.save_settings(engine, u, ["x"], review.get_settings(engine, u)["version"]),
+        "own_settings": lambda u: preferences.save_settings(engine, u, ["x"], preferences.get_settings(engine, u)["version"]),
     }
     allowed = {
         "annotator": {"claim_and_submit", "own_settings"},
@@ -97,14 +97,14 @@ def test_role_matrix(engine):
     # A non-member annotator cannot claim; a deactivated user can do nothing.
     outsider = make_user(engine, "annotator")
     with pytest.raises(PermissionDenied):
-        queues.claim_next(engine, outsider, q.id)
+        claims.claim_next(engine, outsider, q.id)
     auth.update_user(engine, admin, users["reviewer"].id, is_active=False)
     with pytest.raises(PermissionDenied):
-        review.browse(engine, users["reviewer"], {})
+        reading.browse(engine, users["reviewer"], {})
     # The role is read from the database, not from the caller's object.
     stale = User(id=users["annotator"].id, username="annotator", password_hash="", role="admin")
     with pytest.raises(PermissionDenied):
-        review.bulk_decide(engine, stale, {}, "approved", expected_count=6)
+        annotations.bulk_decide(engine, stale, {}, "approved", expected_count=6)
 
 
 def test_consensus_adjudication_and_priority(engine):
@@ -116,26 +116,26 @@ def test_consensus_adjudication_and_priority(engine):
     q = queues.create_queue(engine, users["admin"], "pair", {"behaviors": ["refuse"]}, overlap=2,
                             members=[a1.id, a2.id])
     order = []
-    while (c := queues.claim_next(engine, a1, q.id)) is not None:
+    while (c := claims.claim_next(engine, a1, q.id)) is not None:
         order.append(c.trace_id)
         decision = "reject" if c.trace_id == tids[1] else "approve"
-        review.submit_annotation(engine, a1, c.trace_id, decision=decision, trace_version=c.trace_version,
+        annotations.submit_annotation(engine, a1, c.trace_id, decision=decision, trace_version=c.trace_version,
                                  queue_id=q.id, behavior_label="refuse", quality=4)
     assert order == [tids[3], tids[4], tids[0], tids[1], tids[2]]
     assert {_trace(engine, t).status for t in tids} == {"in_review"}
-    while (c := queues.claim_next(engine, a2, q.id)) is not None:
-        review.submit_annotation(engine, a2, c.trace_id, decision="approve", trace_version=c.trace_version,
+    while (c := claims.claim_next(engine, a2, q.id)) is not None:
+        annotations.submit_annotation(engine, a2, c.trace_id, decision="approve", trace_version=c.trace_version,
                                  queue_id=q.id)
     st = {t: _trace(engine, t) for t in tids}
     assert [st[t].status for t in tids] == ["approved", "needs_adjudication", "approved", "approved", "approved"]
     assert st[tids[0]].decided_how == "consensus" and st[tids[0]].decided_by == a2.id
-    items = review.adjudication_items(engine, users["reviewer"])
+    items = reading.adjudication_items(engine, users["reviewer"])
     assert [i["trace_id"] for i in items] == [tids[1]]
     assert sorted(a["decision"] for a in items[0]["annotations"]) == ["approve", "reject"]
-    review.adjudicate(engine, users["reviewer"], tids[1], "rejected", st[tids[1]].version, comment="unsafe")
+    annotations.adjudicate(engine, users["reviewer"], tids[1], "rejected", st[tids[1]].version, comment="unsafe")
     t = _trace(engine, tids[1])
     assert (t.status, t.decided_how, t.decided_by) == ("rejected", "adjudication", users["reviewer"].id)
-    assert queues.claim_next(engine, make_user(engine, "admin"), q.id) is None  # all done
+    assert claims.claim_next(engine, make_user(engine, "admin"), q.id) is None  # all done
     prog = queues.queue_progress(engine, users["admin"], q.id)
     assert prog["done"] == 5 and {m["username"]: m["annotations"] for m in prog["members"]} == {
         a1.username: 5, a2.username: 5}
@@ -146,29 +146,29 @@ def test_edit_keeps_original_and_undo(engine):
     a = users["annotator"]
     tids = make_traces(engine, 2)
     q = queues.create_queue(engine, users["admin"], "solo", {}, overlap=1, members=[a.id])
-    c = queues.claim_next(engine, a, q.id)
+    c = claims.claim_next(engine, a, q.id)
     with pytest.raises(ValueError, match="needs_edit"):
-        review.submit_annotation(engine, a, c.trace_id, decision="needs_edit", trace_version=c.trace_version,
+        annotations.submit_annotation(engine, a, c.trace_id, decision="needs_edit", trace_version=c.trace_version,
                                  queue_id=q.id, edited_response="response 0")  # same as the model's: no edit
-    res = review.submit_annotation(engine, a, c.trace_id, decision="needs_edit", trace_version=c.trace_version,
+    res = annotations.submit_annotation(engine, a, c.trace_id, decision="needs_edit", trace_version=c.trace_version,
                                    queue_id=q.id, edited_response="I can't help with that, but here is why.")
     assert res.trace_status == "approved"
-    ft = review.final_text(engine, c.trace_id)
+    ft = reading.final_text(engine, c.trace_id)
     assert ft["response"] == "I can't help with that, but here is why." and ft["original_response"] == "response 0"
     assert _trace(engine, c.trace_id).response == "response 0"
-    assert "+I can't help" in review.text_diff("response 0", ft["response"])
+    assert "+I can't help" in reading.text_diff("response 0", ft["response"])
     # Undo right after: allowed (the decision is still the one this submission made); the trace comes back.
-    assert review.undo_annotation(engine, a, res.annotation_id) == c.trace_id
+    assert annotations.undo_annotation(engine, a, res.annotation_id) == c.trace_id
     t = _trace(engine, c.trace_id)
     assert (t.status, t.decided_how, t.meta.get("final_annotation_id")) == ("pending", None, None)
-    again = queues.claim_next(engine, a, q.id)
+    again = claims.claim_next(engine, a, q.id)
     assert again.trace_id == c.trace_id
-    res2 = review.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=again.trace_version,
+    res2 = annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=again.trace_version,
                                     queue_id=q.id)
     # Once someone else acts on the trace, undo is refused with the other change.
-    review.bulk_decide(engine, users["admin"], {"statuses": ["approved"]}, "rejected", expected_count=1)
+    annotations.bulk_decide(engine, users["admin"], {"statuses": ["approved"]}, "rejected", expected_count=1)
     with pytest.raises(ConflictError) as e:
-        review.undo_annotation(engine, a, res2.annotation_id)
+        annotations.undo_annotation(engine, a, res2.annotation_id)
     assert e.value.other_change["action"] == "bulk" and e.value.other_change["actor"] == "admin"
 
 
@@ -177,38 +177,38 @@ def test_optimistic_lock_conflicts(engine):
     a, rv = users["annotator"], users["reviewer"]
     tids = make_traces(engine, 3)
     q = queues.create_queue(engine, users["admin"], "two", {}, overlap=2, members=[a.id, rv.id])
-    c = queues.claim_next(engine, a, q.id)
+    c = claims.claim_next(engine, a, q.id)
     # While the annotator looks at it, an admin rejects it in bulk: the save is refused and shows who did it.
-    review.bulk_decide(engine, users["admin"], {"search": "prompt", "statuses": ["pending"]}, "rejected",
+    annotations.bulk_decide(engine, users["admin"], {"search": "prompt", "statuses": ["pending"]}, "rejected",
                        expected_count=3)
     with pytest.raises(ConflictError) as e:
-        review.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=c.trace_version,
+        annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=c.trace_version,
                                  queue_id=q.id)
     assert e.value.current["status"] == "rejected" and e.value.other_change["after"]["status"] == "rejected"
     assert not _count(engine, Annotation)
     # A bulk confirmation for a stale count changes nothing.
     with pytest.raises(ConflictError):
-        review.bulk_decide(engine, users["admin"], {}, "approved", expected_count=2)
+        annotations.bulk_decide(engine, users["admin"], {}, "approved", expected_count=2)
     assert {_trace(engine, t).status for t in tids} == {"rejected"}
     # Adjudication with a stale trace version.
     v = _trace(engine, tids[0]).version
-    review.adjudicate(engine, rv, tids[0], "approved", v)
+    annotations.adjudicate(engine, rv, tids[0], "approved", v)
     with pytest.raises(ConflictError) as e:
-        review.adjudicate(engine, users["admin"], tids[0], "rejected", v)
+        annotations.adjudicate(engine, users["admin"], tids[0], "rejected", v)
     assert e.value.other_change["actor"] == "reviewer" and _trace(engine, tids[0]).status == "approved"
     # Annotation edits in two tabs: the second save with the old version is refused.
     tids2 = make_traces(engine, 1, set_name="other")
     q2 = queues.create_queue(engine, users["admin"], "solo2", {"set_names": ["other"]}, overlap=2, members=[a.id])
-    c2 = queues.claim_next(engine, a, q2.id)
+    c2 = claims.claim_next(engine, a, q2.id)
     assert c2.trace_id == tids2[0]
-    r = review.submit_annotation(engine, a, c2.trace_id, decision="approve", trace_version=c2.trace_version,
+    r = annotations.submit_annotation(engine, a, c2.trace_id, decision="approve", trace_version=c2.trace_version,
                                  queue_id=q2.id, comment="first")
-    review.update_annotation(engine, a, r.annotation_id, r.annotation_version, comment="tab one")
+    annotations.update_annotation(engine, a, r.annotation_id, r.annotation_version, comment="tab one")
     with pytest.raises(ConflictError) as e:
-        review.update_annotation(engine, a, r.annotation_id, r.annotation_version, comment="tab two")
+        annotations.update_annotation(engine, a, r.annotation_id, r.annotation_version, comment="tab two")
     assert e.value.current["comment"] == "tab one"
     with pytest.raises(PermissionDenied):
-        review.update_annotation(engine, rv, r.annotation_id, 2, comment="not mine")
+        annotations.update_annotation(engine, rv, r.annotation_id, 2, comment="not mine")
 
 
 def _count(engine, model, *where):
@@ -230,13 +230,13 @@ def test_audit_completeness(engine):
         return {"status": t.status, "version": t.version, "decided_how": t.decided_how, "decided_by": t.decided_by}
 
     c, r1 = _annotate(engine, a, q, "approve")
-    c2 = queues.claim_next(engine, a2, q.id)
+    c2 = claims.claim_next(engine, a2, q.id)
     assert c2.trace_id == c.trace_id
-    r2 = review.submit_annotation(engine, a2, c.trace_id, decision="reject", trace_version=c2.trace_version,
+    r2 = annotations.submit_annotation(engine, a2, c.trace_id, decision="reject", trace_version=c2.trace_version,
                                   queue_id=q.id)
-    review.adjudicate(engine, rv, c.trace_id, "approved", r2.trace_version, final_annotation_id=r1.annotation_id)
-    review.update_annotation  # (annotations on decided traces cannot change; covered in the lock test)
-    review.bulk_decide(engine, ad, {"statuses": ["pending"]}, "rejected", expected_count=1)
+    annotations.adjudicate(engine, rv, c.trace_id, "approved", r2.trace_version, final_annotation_id=r1.annotation_id)
+    annotations.update_annotation  # (annotations on decided traces cannot change; covered in the lock test)
+    annotations.bulk_decide(engine, ad, {"statuses": ["pending"]}, "rejected", expected_count=1)
     hist = trace_history(engine, rv, c.trace_id)
     trace_events = [e for e in hist if e["entity"] == "trace"]
     assert [e["action"] for e in trace_events] == ["review_started", "consensus", "adjudicate"]
@@ -261,7 +261,7 @@ def test_audit_completeness(engine):
     make_traces(engine, 1, set_name="u")
     queues.refresh_queue(engine, ad, q2.id)
     c3, r3 = _annotate(engine, a, q2, "reject", comment="bad")
-    review.undo_annotation(engine, a, r3.annotation_id)
+    annotations.undo_annotation(engine, a, r3.annotation_id)
     ev = trace_history(engine, rv, c3.trace_id)
     assert [(e["entity"], e["action"]) for e in ev] == [
         ("annotation", "create"), ("trace", "consensus"), ("annotation", "delete"),
@@ -283,20 +283,20 @@ def test_lease_expiry_and_skip(engine):
     q = queues.create_queue(engine, users["admin"], "lease", {}, overlap=1, lease_seconds=60,
                             members=[a1.id, a2.id])
     past = utcnow() - timedelta(minutes=10)
-    c = queues.claim_next(engine, a1, q.id, now=past)
+    c = claims.claim_next(engine, a1, q.id, now=past)
     assert c.trace_id == tids[0]
     # a1's lease ran out: a2 gets the same first trace.
-    assert queues.claim_next(engine, a2, q.id).trace_id == tids[0]
+    assert claims.claim_next(engine, a2, q.id).trace_id == tids[0]
     # a1 skips trace 1; it goes back to the pool for others but not to a1.
-    c1 = queues.claim_next(engine, a1, q.id)
+    c1 = claims.claim_next(engine, a1, q.id)
     assert c1.trace_id == tids[1]
-    queues.skip(engine, a1, tids[1])
-    assert queues.claim_next(engine, a1, q.id) is None
+    claims.skip(engine, a1, tids[1])
+    assert claims.claim_next(engine, a1, q.id) is None
     assert _count(engine, Claim, Claim.kind == "skip") == 1
-    assert [r["skipped"] for r in review.activity(engine, users["admin"]) if r["user"] == a1.username] == [1]
+    assert [r["skipped"] for r in reading.activity(engine, users["admin"]) if r["user"] == a1.username] == [1]
     # The expired lease holder's late submit is refused: a2 holds the only slot now.
     with pytest.raises(ConflictError, match="lease"):
-        review.submit_annotation(engine, a1, tids[0], decision="approve", trace_version=1, queue_id=q.id)
+        annotations.submit_annotation(engine, a1, tids[0], decision="approve", trace_version=1, queue_id=q.id)
 
 
 def test_agreement_metrics(engine):
@@ -308,15 +308,15 @@ def test_agreement_metrics(engine):
     db_ = ["approve", "reject", "reject", "reject"]
     for who, decisions in ((a, da), (b, db_)):
         for d in decisions:
-            c = queues.claim_next(engine, who, q.id)
-            review.submit_annotation(engine, who, c.trace_id, decision=d, trace_version=c.trace_version,
+            c = claims.claim_next(engine, who, q.id)
+            annotations.submit_annotation(engine, who, c.trace_id, decision=d, trace_version=c.trace_version,
                                      queue_id=q.id, quality=4 if d == "approve" else 2)
     res = agr.agreement(engine, users["reviewer"], q.id, "decision")
     # Hand-computed: po = 3/4, pe = 1/2 -> kappa 0.5; Krippendorff nominal alpha = 1 - 0.25/(30/56).
     assert res["pairs"][0]["kappa"] == pytest.approx(0.5)
     assert res["alpha"] == pytest.approx(1 - 0.25 / (30 / 56))
     assert res["disagreement_rate"] == pytest.approx(0.25)
-    assert res["confusion"][f"annotator vs bob"]["approve"]["reject"] == 1
+    assert res["confusion"]["annotator vs bob"]["approve"]["reject"] == 1
     assert agr.agreement(engine, users["reviewer"], q.id, "quality")["items_multi"] == 4
     with pytest.raises(ValueError, match="label"):
         agr.agreement(engine, users["reviewer"], q.id, "nope")
@@ -329,7 +329,7 @@ def test_filter_validation_names_field(engine):
     with pytest.raises(ValueError, match="unknown field"):
         queues.create_queue(engine, users["admin"], "bad", {"colour": "red"})
     with pytest.raises(ValueError, match="quality"):
-        review.submit_annotation(engine, users["admin"], 1, decision="approve", trace_version=1, quality=9)
+        annotations.submit_annotation(engine, users["admin"], 1, decision="approve", trace_version=1, quality=9)
 
 
 def test_cli_queues_and_users(sqlite_url, monkeypatch):
@@ -354,3 +354,28 @@ def test_cli_queues_and_users(sqlite_url, monkeypatch):
     assert r.exit_code == 0
     assert [u.role for u in list_users(eng) if u.id == users["annotator"].id] == ["reviewer"]
     eng.dispose()
+
+
+def test_auto_decisions_go_through_the_one_status_change(engine):
+    """The loop's automatic filter decides traces through the review module's status change: decision fields,
+    version, the queue item's open flag and an audit event, exactly as a person's decision does."""
+    from db.models import QueueItem
+
+    users = make_users(engine)
+    tids = make_traces(engine, 3)
+    q = queues.create_queue(engine, users["admin"], "auto", {}, members=[users["annotator"].id])
+    with pytest.raises(PermissionDenied):
+        annotations.auto_decide(engine, users["annotator"], {tids[0]: "approved"})
+    changed = annotations.auto_decide(engine, users["reviewer"], {tids[0]: "approved", tids[1]: "rejected",
+                                                                  tids[2]: "pending"})
+    assert changed == 2
+    with Session(engine) as s:
+        t0, t1, t2 = (s.get(Trace, t) for t in tids)
+        assert (t0.status, t0.decided_how, t0.decided_by, t0.version) == ("approved", "auto", users["reviewer"].id, 2)
+        assert t1.status == "rejected" and t2.status == "pending" and t2.version == 1
+        is_open = dict(s.execute(select(QueueItem.trace_id, QueueItem.is_open).where(QueueItem.queue_id == q.id)).all())
+        assert is_open == {tids[0]: False, tids[1]: False, tids[2]: True}
+        actions = s.execute(select(AuditEvent.action).where(AuditEvent.entity == "trace",
+                                                            AuditEvent.entity_id == tids[0])).scalars().all()
+        assert actions == ["auto_filter"]
+    assert annotations.auto_decide(engine, None, {tids[2]: "approved"}) == 1  # the local operator (CLI)

@@ -7,11 +7,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from curation import queues
+from curation.review import queues
 from db.engine import make_engine
 from db.models import Annotation, Trace
-from tests.browser import (UI_TIMEOUT_MS, app_env, chromium_available, chromium_page, sign_in, streamlit_server,
-                           wait_for_app)
+from tests.browser import (
+    UI_TIMEOUT_MS,
+    app_env,
+    chromium_available,
+    chromium_page,
+    sign_in,
+    streamlit_server,
+    wait_for_app,
+)
 from tests.factories import PASSWORD, make_traces, make_users
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,

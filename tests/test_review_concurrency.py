@@ -7,7 +7,7 @@ import threading
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from curation import queues, review
+from curation.review import annotations, claims, queues
 from db.models import Annotation, Claim, Trace
 from tests.factories import make_traces, make_user
 
@@ -46,7 +46,7 @@ def test_concurrent_claims_respect_overlap(engine):
     got: dict[int, list[int]] = {u.id: [] for u in users}
 
     def claim_all(u):
-        while (c := queues.claim_next(engine, u, q.id, keep=tuple(got[u.id]))) is not None:
+        while (c := claims.claim_next(engine, u, q.id, keep=tuple(got[u.id]))) is not None:
             got[u.id].append(c.trace_id)
 
     _run_threads(claim_all, users)
@@ -63,8 +63,8 @@ def test_concurrent_claim_and_submit_completes_every_trace(engine):
     users, q = _setup(engine)
 
     def work(u):
-        while (c := queues.claim_next(engine, u, q.id)) is not None:
-            review.submit_annotation(engine, u, c.trace_id, decision="approve", trace_version=c.trace_version,
+        while (c := claims.claim_next(engine, u, q.id)) is not None:
+            annotations.submit_annotation(engine, u, c.trace_id, decision="approve", trace_version=c.trace_version,
                                      queue_id=q.id)
 
     _run_threads(work, users)

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
-from curation import queues
+from curation.review import claims, queues
 from db.models import Annotation, Trace
 from tests.factories import make_traces, make_user, make_users
 
-PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "app" / "web" / "views"
 TIMEOUT = 120
 
 
@@ -80,7 +80,7 @@ def test_review_page_refuses_non_members_and_content_warning(app_db):
     queues.create_queue(app_db, users["admin"], "main", {}, overlap=1, members=[users["annotator"].id])
     at = page("review.py", outsider)
     assert "not a member of any queue" in at.info[0].value
-    from curation.review import save_settings
+    from curation.review.preferences import save_settings
 
     save_settings(app_db, users["annotator"], ["self-harm"], 0)
     at = page("review.py", users["annotator"])
@@ -133,15 +133,15 @@ def test_browse_history_and_bulk(app_db):
 
 
 def test_adjudication_agreement_settings_users_pages(app_db):
-    from curation import review
+    from curation.review import annotations, preferences
 
     users = make_users(app_db)
     a1, a2 = users["annotator"], make_user(app_db, "annotator", "bea")
     tids = make_traces(app_db, 2, category="weapons")
     q = queues.create_queue(app_db, users["admin"], "pair", {}, overlap=2, members=[a1.id, a2.id])
     for who, d in ((a1, "approve"), (a2, "reject")):
-        while (c := queues.claim_next(app_db, who, q.id)) is not None:
-            review.submit_annotation(app_db, who, c.trace_id, decision=d, trace_version=c.trace_version,
+        while (c := claims.claim_next(app_db, who, q.id)) is not None:
+            annotations.submit_annotation(app_db, who, c.trace_id, decision=d, trace_version=c.trace_version,
                                      queue_id=q.id)
     at = page("agreement.py", users["reviewer"])
     assert [m.value for m in at.metric][1] == "100.0%"  # both traces disagree
@@ -154,7 +154,7 @@ def test_adjudication_agreement_settings_users_pages(app_db):
     at = page("settings.py", a1)
     at.multiselect[0].set_value(["weapons"])
     at.button[0].click().run()
-    assert review.get_settings(app_db, a1)["blur_categories"] == ["weapons"]
+    assert preferences.get_settings(app_db, a1)["blur_categories"] == ["weapons"]
     at = page("users_admin.py", users["admin"])
     next(t for t in at.text_input if t.label == "User name").set_value("newbie")
     next(t for t in at.text_input if t.label == "Password").set_value("password123")
@@ -177,7 +177,7 @@ def test_app_requires_login_and_first_run_form(app_db):
         next(t for t in at.text_input if t.label == label).set_value(value)
     at.button[0].click().run()
     assert not at.exception and [t.value for t in at.title] == ["My settings"]
-    from db.crud import list_users
+    from curation.auth import list_users
 
     assert [(u.username, u.role) for u in list_users(app_db)] == [("root", "admin")]
     # With an account in the database the first-run form is gone: a fresh session gets the sign-in form only.
@@ -191,7 +191,8 @@ def test_app_requires_login_and_first_run_form(app_db):
     next(t for t in at.text_input if t.label == "Password").set_value("password123")
     at.button[0].click().run()
     assert [t.value for t in at.title] == ["My settings"]
-    from curation.auth import PermissionDenied, create_first_admin
+    from core.errors import PermissionDenied
+    from curation.auth import create_first_admin
 
     with pytest.raises(PermissionDenied):
         create_first_admin(app_db, "second", "password123")

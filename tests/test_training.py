@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.export import create_export
-from db.jobs import get_job
+from curation.export.snapshot import create_export
+from db.jobs import enqueue, get_job
 from tests.test_export import seed
 from training import runs
 from training.config import TrainConfig, build_config
@@ -73,7 +73,7 @@ def test_export_batches_go_through_trl_collators(sqlite_engine, tiny_model_dir, 
                                               output_dir=str(tmp_path / "out"))
             batch = next(iter(trainer.get_train_dataloader()))
             key = "input_ids" if snap.kind == "sft" else next(k for k in batch if "input_ids" in k)
-            assert batch[key].shape[0] == cfg.per_device_train_batch_size and batch[key].shape[1] <= cfg.max_length
+            assert batch[key].shape[0] == cfg["per_device_train_batch_size"] and batch[key].shape[1] <= cfg["max_length"]
             if snap.kind == "sft":  # the tiny template has {% generation %}: only assistant tokens are labelled
                 assert notes == [] and (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
 
@@ -162,7 +162,7 @@ def test_cancel_stops_the_process_and_resume_continues_from_the_checkpoint(sqlit
     assert _run_worker(sqlite_engine)
     r = runs.get_run(sqlite_engine, run.id)
     assert r.status == "succeeded", (r.error, r.log_tail)
-    assert f"resuming from" in r.log_tail and f"checkpoint-{ckpt}" in r.log_tail
+    assert "resuming from" in r.log_tail and f"checkpoint-{ckpt}" in r.log_tail
     steps = [m["step"] for m in runs.run_metrics(sqlite_engine, run.id) if m["kind"] == "train"]
     assert steps == list(range(1, ckpt + 3))  # no step twice, none missing
     assert r.global_step == ckpt + 2 and Path(r.adapter_path).is_dir()
@@ -191,10 +191,38 @@ def test_cli_train_wait_runs_the_job_and_shows_the_loss(tiny_model_dir, tmp_path
     seed(eng, n=6)
     runner = CliRunner()
     assert runner.invoke(app, ["export", "cli-set", "--format", "hf"]).exit_code == 0
+    other = enqueue(eng, "import_builtin", {"name": "xstest"})  # someone else's job, queued first
     res = runner.invoke(app, ["train", "--export", "cli-set", "--base-model", str(tiny_model_dir), "--method", "sft",
                               "--preset", "test", "--set", "max_steps=2", "--set", "save_steps=50", "--wait"])
     assert res.exit_code == 0, res.output
-    assert "no worker picked the job up" in res.output and "succeeded; adapter" in res.output
+    assert "succeeded; adapter" in res.output
+    # --wait ran exactly the job it queued, in this process, and left the other job to a worker
+    assert get_job(eng, other.id).status == "queued"
+    assert get_job(eng, runs.list_runs(eng)[0].job_id).worker_id.startswith("cli:")
     assert "step 2: loss " in res.output
     run = runs.list_runs(eng)[0]
     assert run.status == "succeeded" and run.global_step == 2
+
+
+def test_any_trl_field_passes_through_from_preset_override_and_cli(sqlite_engine, tiny_model_dir, tmp_path):
+    """The config mirrors no TRL field: a field we never named (neftune_noise_alpha, eval_accumulation_steps)
+    reaches TRL's SFTConfig from `--set`, typed by TRL's own default; unknown or run-owned fields are refused."""
+    from training.config import ConfigError, TrainConfig
+    from training.runner import build_trainer
+
+    _, cfg = build_config("sft", "tiny", "test", {"neftune_noise_alpha": "5", "eval_accumulation_steps": "3",
+                                                  "lora_r": "2"})
+    assert cfg.lora_r == 2 and cfg.trl["neftune_noise_alpha"] == 5.0 and cfg.trl["eval_accumulation_steps"] == 3
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(Path(snap.path) / "hf"))["train"].select_columns(["messages"])
+    trainer, _, _ = build_trainer(None, None, base=str(tiny_model_dir), cfg=cfg, train=train, val=None,
+                                  output_dir=str(tmp_path / "out"))
+    assert trainer.args.neftune_noise_alpha == 5.0 and trainer.args.eval_accumulation_steps == 3
+    assert trainer.args.learning_rate == 1e-3  # the preset's value
+    with pytest.raises(ConfigError, match="'colour'"):
+        TrainConfig().with_overrides({"colour": "red"})
+    with pytest.raises(ConfigError, match="output_dir"):
+        build_config("sft", "tiny", "test", {"output_dir": "/elsewhere"})
+    assert TrainConfig.from_dict({"method": "sft", "lora_r": 8, "learning_rate": 1e-4}).trl == {"learning_rate": 1e-4}

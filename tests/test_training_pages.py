@@ -7,11 +7,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.errors import PermissionDenied
 from db.engine import make_engine
 from tests.test_export import add_user, seed
 from training import runs
 
-PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "app" / "web" / "views"
 
 
 @pytest.fixture
@@ -71,16 +72,18 @@ def test_export_train_page_counts_previews_and_queues(page_db):
     assert run.export_name == "page-export" and run.export_id is None and run.created_by == reviewer
 
     annotator = _user(page_db, "ann2", "annotator")
-    at = _page("export_train.py", annotator)
-    at.text_input(key="et_name").input("not-allowed").run()
-    at.button(key="et_go").click().run()
-    assert "PermissionDenied" in at.error[0].value and len(runs.list_runs(page_db)) == 1
+    at = _page("export_train.py", annotator)  # the page's guard stops an annotator before any widget
+    assert "does not allow this page" in at.error[0].value and not at.button
+    with pytest.raises(PermissionDenied):  # and the service refuses on its own
+        runs.export_and_train(page_db, user_id=annotator, export_name="not-allowed", kind="sft", filter={},
+                              base_model="m")
+    assert len(runs.list_runs(page_db)) == 1
 
 
 def test_runs_page_shows_the_curve_and_cancels(page_db, tmp_path):
     from sqlalchemy import insert
 
-    from curation.export import create_export
+    from curation.export.snapshot import create_export
     from db.models import TrainingMetric
 
     seed(page_db, n=6)
@@ -90,7 +93,7 @@ def test_runs_page_shows_the_curve_and_cancels(page_db, tmp_path):
         c.execute(insert(TrainingMetric), [dict(run_id=run.id, step=i, kind="train", loss=3.0 - i * 0.1,
                                                 values={}) for i in range(1, 4)])
     runs.set_status(page_db, run.id, "running", global_step=3, max_steps=10, log_tail="step 3 loss 2.7")
-    at = _page("runs.py")
+    at = _page("runs.py", _user(page_db, "rev", "reviewer"))
     assert not at.exception
     assert any("step 3 loss 2.7" in c.value for c in at.code)
     assert "vega_lite_chart" in _types(at._tree[0])  # the loss curve

@@ -24,7 +24,7 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 VOCAB_SIZE = 1000
 
-_DATA = Path(__file__).resolve().parent.parent / "curation" / "builtin" / "data"
+_DATA = Path(__file__).resolve().parent.parent / "curation" / "prompts" / "builtin" / "data"
 
 
 def _corpus() -> list[str]:

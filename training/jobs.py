@@ -1,4 +1,4 @@
-"""Job kinds `export` and `train`. Importing this module registers them with db.jobs (the worker does).
+"""Job kind `train`. Importing this module registers it with db.jobs (the worker does).
 
 `train` runs the trainer in a child process (`python -m training.run_job`): cancel kills the child within
 seconds and frees its memory; a child that dies (OOM killer, a signal, an exception) leaves the run `failed` with
@@ -13,12 +13,19 @@ import sys
 import time
 from pathlib import Path
 
+from sqlalchemy import update
+
+from core.settings import child_env
+from curation.export.snapshot import create_export
+from curation.export.spec import ExportFilter, ExportOptions
 from db import jobs as jobrows
 from db.jobs import JobCancelled, JobContext, register_job_kind
+from db.models import TrainingRun, utcnow
 
 POLL_S = 0.5
 TERM_GRACE_S = 5.0
 LOG_TAIL_BYTES = 6000
+LOG_HEAD_BYTES = 1500
 
 
 class TrainingFailed(Exception):
@@ -27,29 +34,19 @@ class TrainingFailed(Exception):
         self.result = result
 
 
-def _progress(ctx: JobContext):
-    return lambda done, total, phase: ctx.progress(done, total, phase)
-
-
-@register_job_kind("export", description="Build an export snapshot (SFT or DPO) from reviewed traces")
-def run_export(ctx: JobContext, *, name: str, kind: str, filter: dict | None = None, options: dict | None = None,
-               formats: list[str] | None = None, out_dir: str | None = None, created_by: int | None = None) -> dict:
-    from curation.export import ExportFilter, ExportOptions, create_export
-
-    res = create_export(ctx.engine, name, kind, ExportFilter.from_dict(filter), ExportOptions.from_dict(options),
-                        formats=formats, out_dir=out_dir, created_by=created_by, job_id=ctx.job_id,
-                        progress=_progress(ctx))
-    ctx.log(res.summary())
-    return {"export_id": res.id, "name": res.name, "path": res.path, "sha256": res.sha256, "rows": res.row_count,
-            "counts": res.counts}
-
-
-def _tail(path: Path, n: int = LOG_TAIL_BYTES) -> str:
+def _tail(path: Path, n: int = LOG_TAIL_BYTES, head: int = LOG_HEAD_BYTES) -> str:
+    """The log's first lines (what was started on what) and its last `n` bytes (how it went and ended)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - n))
-            return fh.read().decode("utf-8", "replace")
+            size = fh.tell()
+            if size <= head + n:
+                fh.seek(0)
+                return fh.read().decode("utf-8", "replace")
+            fh.seek(0)
+            first = fh.read(head).decode("utf-8", "replace").rsplit("\n", 1)[0]
+            fh.seek(size - n)
+            return first + "\n[…]\n" + fh.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
 
@@ -70,11 +67,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _build_export_first(ctx: JobContext, run, spec: dict) -> None:
-    from curation.export import ExportFilter, ExportOptions, create_export
-    from sqlalchemy import update
-
-    from db.models import TrainingRun
-
     ctx.log(f"building export '{run.export_name}'")
     res = create_export(ctx.engine, run.export_name, run.method, ExportFilter.from_dict(spec.get("filter")),
                         ExportOptions.from_dict(spec.get("options")), formats=spec.get("formats"),
@@ -99,7 +91,6 @@ def _exit_reason(rc: int) -> str:
 @register_job_kind("train", description="LoRA SFT/DPO training in a subprocess")
 def run_train(ctx: JobContext, *, run_id: int, resume: bool = False, export: dict | None = None) -> dict:
     from training import runs
-    from db.models import utcnow
 
     run = runs.get_run(ctx.engine, run_id)
     if run is None:
@@ -115,8 +106,8 @@ def run_train(ctx: JobContext, *, run_id: int, resume: bool = False, export: dic
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train.log"
     cmd = [sys.executable, "-m", "training.run_job", "--run-id", str(run_id)] + (["--resume"] if resume else [])
-    env = dict(os.environ, DATABASE_URL=ctx.engine.url.render_as_string(hide_password=False),
-               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env = child_env(DATABASE_URL=ctx.engine.url.render_as_string(hide_password=False), PYTHONUNBUFFERED="1",
+                    TOKENIZERS_PARALLELISM="false")
     with open(log_path, "ab") as logf:
         logf.write(f"--- {'resume' if resume else 'start'} {utcnow().isoformat()} job {ctx.job_id}\n".encode())
         logf.flush()

@@ -18,26 +18,13 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from curation.generation.catalog import resolve_model
 from db.models import ExportSnapshot, TrainingCheckpoint, TrainingMetric, TrainingRun
 from training.config import TrainConfig
 
 log = logging.getLogger("rational.training")
 _GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
 _KNOWN = {"loss", "learning_rate", "grad_norm", "epoch", "eval_loss"}
-
-
-def resolve_base_model(name: str) -> str:
-    """A local folder as is; a catalog name through curation.models when that exists; else a hub id."""
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
-    try:
-        from curation.models import resolve_model
-    except ImportError:
-        return name
-    try:
-        return str(resolve_model(name))
-    except (KeyError, ValueError, LookupError):
-        return name
 
 
 def _flag(value: str, auto: bool) -> bool:
@@ -151,7 +138,7 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
     if use_qlora:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.trl.get("gradient_checkpointing")))
     peft = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM", bias="none")
     return model, peft, use_qlora
@@ -169,24 +156,23 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
         tok.pad_token = tok.eos_token
     model, peft, use_qlora = _model_and_peft(base, cfg, cuda)
     bf16 = _flag(cfg.bf16, cuda and torch.cuda.is_bf16_supported())
-    common = dict(
-        output_dir=output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,
-        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
-        eval_strategy="steps" if val is not None else "no", eval_steps=cfg.eval_steps or cfg.save_steps,
-        report_to=[], use_cpu=not cuda, bf16=bf16, fp16=cuda and not bf16 and not use_qlora,
-        max_length=cfg.max_length,
-        include_num_input_tokens_seen="non_padding", disable_tqdm=True, dataloader_num_workers=0,
-    )
-    if cfg.gradient_checkpointing:  # renamed in transformers 5; the old name warns
+    trl = dict(cfg.trl)
+    if trl.pop("gradient_checkpointing", False):  # renamed in transformers 5; the old name warns
         from transformers import TrainingArguments
 
         key = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
                else "gradient_checkpointing")
-        common[key] = True
+        trl[key] = True
+    batch = trl.get("per_device_train_batch_size", 8)
+    # Our defaults first, then the config's TRL fields; the run itself owns output_dir and the device flags.
+    common = {
+        **dict(per_device_eval_batch_size=batch, save_strategy="steps", fp16=cuda and not bf16 and not use_qlora,
+               eval_strategy="steps" if val is not None else "no", include_num_input_tokens_seen="non_padding",
+               dataloader_num_workers=0),
+        **trl,
+        **dict(eval_steps=trl.get("eval_steps") or trl.get("save_steps"), output_dir=output_dir, report_to=[],
+               use_cpu=not cuda, bf16=bf16, disable_tqdm=True),
+    }
     notes = []
     callbacks = list(extra_callbacks) + ([_metrics_callback(engine, run_id)] if engine is not None else [])
     if cfg.method == "sft":
@@ -214,7 +200,7 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
     else:
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**common, beta=cfg.beta)
+        args = DPOConfig(**common)
         trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
                              peft_config=peft, callbacks=callbacks)
     for n in notes:
@@ -233,7 +219,7 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
             raise ValueError(f"training run {run_id}: its export is missing or not ready")
         cfg = TrainConfig.from_dict(run.config)
         base_name, out = run.base_model, Path(run.output_dir)
-    base = resolve_base_model(base_name)
+    base = resolve_model(base_name)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = _last_complete_checkpoint(engine, run_id) if resume else None

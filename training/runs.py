@@ -8,20 +8,21 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.errors import UserError
+from core.vocabulary import JOB_ACTIVE
+from curation.auth import check
+from curation.export.spec import NAME_PATTERN, ExportFilter, ExportOptions
 from db import jobs as jobrows
+from db.engine import rational_home
 from db.models import ExportSnapshot, Job, TrainingCheckpoint, TrainingMetric, TrainingRun, utcnow
 from training.config import build_config
 
-DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 
-
-class RunError(ValueError):
+class RunError(UserError):
     """A run that cannot be created, resumed or cancelled in its state; the message says why."""
 
 
 def runs_root() -> Path:
-    from db.engine import rational_home
-
     return rational_home() / "runs"
 
 
@@ -30,7 +31,8 @@ def create_run(engine: Engine, *, base_model: str, method: str, export_name: str
                created_by: Optional[int] = None, output_root: str | Path | None = None,
                project_id: int = 1) -> tuple[TrainingRun, Job]:
     """Record a run and queue its job. With export_spec the job first builds that export (one-click flow);
-    otherwise the export must already be ready."""
+    otherwise the export must already be ready. `created_by` None is the local operator (the CLI)."""
+    check(engine, created_by, "train")
     preset, cfg = build_config(method, base_model, preset, overrides)
     with Session(engine) as s:
         snap = s.execute(select(ExportSnapshot).where(ExportSnapshot.project_id == project_id,
@@ -64,11 +66,11 @@ def create_run(engine: Engine, *, base_model: str, method: str, export_name: str
 def resume_run(engine: Engine, run_id: int, *, overrides: dict[str, Any] | None = None,
                created_by: Optional[int] = None) -> Job:
     """Queue a cancelled or failed run again; it continues from its last checkpoint."""
-    check_may_train(engine, created_by)
+    check(engine, created_by, "train")
     run = get_run(engine, run_id)
     if run is None:
         raise RunError(f"training run {run_id} does not exist")
-    if run.status not in ("cancelled", "failed"):
+    if not can_resume(run):
         raise RunError(f"run {run_id} is {run.status}; only cancelled or failed runs resume")
     config = run.config
     if overrides:
@@ -85,7 +87,7 @@ def resume_run(engine: Engine, run_id: int, *, overrides: dict[str, Any] | None 
 
 
 def cancel_run(engine: Engine, run_id: int, *, user_id: Optional[int] = None) -> None:
-    check_may_train(engine, user_id)
+    check(engine, user_id, "train")
     run = get_run(engine, run_id)
     if run is None or run.job_id is None:
         raise RunError(f"training run {run_id} has no job to cancel")
@@ -140,42 +142,35 @@ def run_checkpoints(engine: Engine, run_id: int) -> list[TrainingCheckpoint]:
 
 
 def cli_command(*, export_name: str, base_model: str, method: str, preset: str | None,
-                filter_items: list[str] | None = None) -> str:
+                flt: ExportFilter | None = None, overrides: dict[str, Any] | None = None) -> str:
     """The CLI equivalent of the page's one click (shown on the page, LLaMA-Factory's 'preview command')."""
     import shlex
 
     parts = ["rational", "export", export_name, "--kind", method]
-    for item in filter_items or []:
+    for item in (flt.cli_items() if flt is not None else []):
         parts += ["--filter", item]
     train = ["rational", "train", "--export", export_name, "--base-model", base_model, "--method", method]
     if preset:
         train += ["--preset", preset]
+    for k, v in (overrides or {}).items():
+        train += ["--set", f"{k}={v}"]
     return shlex.join(parts) + " && " + shlex.join(train + ["--wait"])
 
 
-TRAINER_ROLES = ("admin", "reviewer")
+def can_resume(run: TrainingRun) -> bool:
+    """Only a cancelled or failed run resumes (from its last checkpoint, or from the start without one)."""
+    return run.status in ("cancelled", "failed")
 
 
-def check_may_train(engine: Engine, user_id: Optional[int]) -> None:
-    """Exporting and training spend data and machines: reviewers and admins only (checked on the stored row)."""
-    if user_id is None:
-        return  # the CLI and worker act as the local operator
-    from curation.auth import PermissionDenied
-    from db.models import User
-
-    with Session(engine) as s:
-        u = s.get(User, user_id)
-    if u is None or not u.is_active or u.role not in TRAINER_ROLES:
-        raise PermissionDenied(f"user {user_id} may not export or train (needs the role admin or reviewer)")
+def is_active(run: TrainingRun) -> bool:
+    return run.status in JOB_ACTIVE
 
 
 def export_and_train(engine: Engine, *, user_id: Optional[int], export_name: str, kind: str, filter: dict,
                      base_model: str, preset: str | None = None, overrides: dict | None = None,
                      options: dict | None = None) -> tuple[TrainingRun, Job]:
     """The page's one click: one queued job builds the snapshot, then trains on it."""
-    from curation.export import NAME_PATTERN, ExportFilter, ExportOptions
-
-    check_may_train(engine, user_id)
+    check(engine, user_id, "train")
     if not NAME_PATTERN.match(export_name or ""):
         raise RunError(f"export name '{export_name}' must be letters, digits, '.', '_' or '-'")
     flt = ExportFilter.from_dict(filter)

@@ -4,10 +4,9 @@ Revision ID: 0003_review
 Revises: 0002
 Create Date: 2026-11-24 19:59:31.490889
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0003_review'
 down_revision = '0002'

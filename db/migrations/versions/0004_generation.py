@@ -3,10 +3,9 @@
 Revision ID: 0004_generation
 Revises: 0002
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0004_generation'
 down_revision = '0002'

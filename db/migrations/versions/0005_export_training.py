@@ -3,10 +3,9 @@
 Revision ID: 0005_export_training
 Revises: 0002
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0005_export_training'
 down_revision = '0002'

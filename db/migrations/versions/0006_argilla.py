@@ -4,10 +4,9 @@ Revision ID: 0006_argilla
 Revises: 0002
 Create Date: 2026-11-24 20:07:15.125001
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0006_argilla'
 down_revision = '0002'

@@ -1,0 +1,4 @@
+"""`python -m app.cli …`: the same as the `rational` command."""
+from app.cli import main
+
+main()

@@ -1,0 +1,230 @@
+"""`rational generate | mutate | label | templates`: self-check traces, jailbreak mutations, auto-labels."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from app.cli import common as cli
+from core.vocabulary import DEFAULT_MODEL
+
+templates_app = typer.Typer(no_args_is_help=True, help="Versioned self-check / mutation / judge templates.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("mutate")(mutate)
+    app.command("label")(label)
+    app.add_typer(templates_app, name="templates")
+
+
+
+def _check_set(eng, set_name: Optional[str]) -> None:
+    from db.crud import list_sets
+
+    if set_name and set_name not in {s["name"] for s in list_sets(eng)}:
+        cli.fail(f"prompt set '{set_name}' does not exist; import it first (rational sets import {set_name})")
+
+
+def _wait(eng, job_id: int, label: str) -> None:
+    job = cli.wait_for_job(eng, job_id, label)
+    cli.finished_or_fail(job)
+    cli.out.print(f"job {job.id} succeeded: {job.result}", markup=False, highlight=False, soft_wrap=True)
+
+
+def generate(
+    set_name: Optional[str] = typer.Option(None, "--set", help="prompt set to generate for"),
+    split: Optional[str] = typer.Option(None, "--split", help="train | eval"),
+    behavior: List[str] = typer.Option([], "--behavior", help="refuse | comply | partial (repeat or comma list)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many prompts"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF id, local folder, or served name"),
+    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | openai"),
+    samples: int = typer.Option(1, "--samples", help="K samples per prompt"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="single | prefill | two_pass (default: "
+                                           "two_pass for the embedded SmolLM2, which never follows the reasoning "
+                                           "format on its own; single otherwise)"),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages "
+                                                       "loops; default 1.0"),
+    stop: Optional[str] = typer.Option(None, "--stop", help="comma list of stop strings, escapes like \\n allowed "
+                                       "(default: '\\n\\n' for the embedded SmolLM2, else none)"),
+    seed: int = typer.Option(0, "--seed"),
+    student: Optional[str] = typer.Option(None, "--for-model", help="the model the traces are for, when --model "
+                                          "is a separate teacher"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: e.g. http://host:8000/v1"),
+    resume: Optional[int] = typer.Option(None, "--resume", help="resume generation run ID (skips stored samples)"),
+    wait: bool = typer.Option(False, "--wait", help="run here and wait, instead of queueing for the worker"),
+) -> None:
+    """Generate self-check reasoning traces for a prompt set."""
+    from sqlmodel import Session
+
+    from core.vocabulary import BEHAVIORS
+    from curation.generation.config import GenerationConfig, Selection
+    from curation.generation.jobs import enqueue_generation
+    from curation.generation.runs import create_run, pending_work
+    from db.models import GenerationRun
+
+    eng = cli.engine()
+    if resume is not None:
+        with Session(eng) as s:
+            run = s.get(GenerationRun, resume)
+        if run is None:
+            cli.fail(f"generation run {resume} does not exist")
+    else:
+        if not set_name:
+            cli.fail("--set is required (or --resume RUN_ID)")
+        _check_set(eng, set_name)
+        behaviors = cli.split_list(behavior)
+        bad = [b for b in behaviors if b not in BEHAVIORS]
+        if bad:
+            cli.fail(f"--behavior {bad[0]!r} is not one of {', '.join(BEHAVIORS)}")
+        if strategy is None:
+            from curation.generation.catalog import SMOLLM2_ALIASES
+
+            strategy = "two_pass" if model in SMOLLM2_ALIASES else "single"
+        if repetition_penalty is None:
+            from curation.generation.catalog import SMOLLM2_ALIASES
+
+            repetition_penalty = 1.0
+        if stop is None:
+            from curation.generation.catalog import SMOLLM2_ALIASES
+
+            # SmolLM2-135M never ends on its own (it loops to max_tokens): one paragraph per pass.
+            stop = "\\n\\n" if model in SMOLLM2_ALIASES else ""
+        opts = {"base_url": base_url} if base_url and backend == "openai" else {}
+        cfg = GenerationConfig(model=model, backend=backend, strategy=strategy, samples=samples,
+                               temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                               repetition_penalty=repetition_penalty,
+                               stop=[x.encode().decode("unicode_escape") for x in stop.split(",") if x],
+                               student_model=student, backend_options=opts)
+        sel = Selection(set_names=[set_name], split=split, behaviors=behaviors, limit=limit)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            cli.fail(str(e))
+        run = create_run(eng, cfg, sel)
+    works, done, total = pending_work(eng, run)
+    if total == 0:
+        cli.fail(f"no prompts match (set {set_name!r}, split {split!r}); see 'rational prompts list'")
+    job = enqueue_generation(eng, None, run.id)
+    cli.out.print(f"generation run {run.id}: {total - done} of {total} samples to generate; job {job.id}")
+    if wait:
+        _wait(eng, job.id, f"run {run.id}")
+    else:
+        cli.out.print("queued; start a worker with 'rational worker' (or pass --wait)")
+
+
+def mutate(
+    set_name: str = typer.Option(..., "--set", help="prompt set whose refuse prompts are mutated"),
+    styles: List[str] = typer.Option([], "--styles", help="comma list of SORRY-Bench styles, 'all', or empty"),
+    templates: List[str] = typer.Option([], "--templates", help="jailbreak template prompt ids (from the "
+                                        "jailbreak_templates set), comma list"),
+    jbb: List[str] = typer.Option([], "--jbb", help="JailbreakBench artifacts to import: PAIR,GCG,JBC,"
+                                  "prompt_with_random_search (stored attacks, no model needed)"),
+    target_set: Optional[str] = typer.Option(None, "--into", help="set to add mutated prompts to "
+                                             "(default: NAME_mutations)"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    backend: str = typer.Option("transformers", "--backend"),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many parent prompts"),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    wait: bool = typer.Option(False, "--wait"),
+) -> None:
+    """Add mutated (jailbreak-style) versions of a set's refuse prompts, linked to their parents."""
+    from curation.prompts.jobs import enqueue_mutation
+    from curation.prompts.mutations import MutationConfig
+
+    eng = cli.engine()
+    if not jbb:
+        _check_set(eng, set_name)
+    cfg = MutationConfig(set_name=set_name, styles=cli.split_list(styles), template_ids=[int(x) for x in
+                         cli.split_list(templates) if x.isdigit()], jbb_methods=cli.split_list(jbb),
+                         target_set=target_set, model=model, backend=backend,
+                         backend_options={"base_url": base_url} if base_url else {}, limit=limit,
+                         max_tokens=max_tokens)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        cli.fail(str(e))
+    job = enqueue_mutation(eng, None, cfg)
+    cli.out.print(f"mutation job {job.id} queued")
+    if wait:
+        _wait(eng, job.id, "mutate")
+
+
+def label(
+    set_name: Optional[str] = typer.Option(None, "--set"),
+    run_id: Optional[int] = typer.Option(None, "--run", help="only traces of this generation run"),
+    judge: str = typer.Option("strmatch", "--judge", help="strmatch | llm"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="llm judge model"),
+    backend: str = typer.Option("transformers", "--backend"),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    queue: bool = typer.Option(False, "--queue", help="queue for the worker instead of running here"),
+) -> None:
+    """Auto-label traces: refusal judges, decision, consistency, format/length, matches-expected."""
+    from curation.judges.jobs import enqueue_label
+
+    if judge not in ("strmatch", "llm"):
+        cli.fail(f"--judge {judge!r} is not one of strmatch, llm")
+    eng = cli.engine()
+    _check_set(eng, set_name)
+    job = enqueue_label(eng, None, set_name=set_name, run_id=run_id, judge=judge, model=model, backend=backend,
+                        backend_options={"base_url": base_url} if base_url else {})
+    if queue:
+        cli.out.print(f"label job {job.id} queued")
+        return
+    _wait(eng, job.id, "label")
+
+
+@templates_app.command("list")
+def templates_list() -> None:
+    """Every template with its latest version."""
+    import curation.generation.runs  # noqa: F401  (register built-ins)
+    import curation.judges.llm  # noqa: F401
+    import curation.prompts.mutations  # noqa: F401
+    from curation.generation.templates import BUILTIN_TEMPLATES, get_template
+
+    eng = cli.engine()
+    t = Table("name", "version", "first line")
+    for name in sorted(BUILTIN_TEMPLATES):
+        tpl = get_template(eng, name)
+        t.add_row(name, str(tpl.version), tpl.text.splitlines()[0][:80])
+    cli.out.print(t)
+
+
+@templates_app.command("show")
+def templates_show(name: str, version: Optional[int] = typer.Option(None, "--version")) -> None:
+    import curation.generation.runs  # noqa: F401
+    import curation.judges.llm  # noqa: F401
+    import curation.prompts.mutations  # noqa: F401
+    from curation.generation.templates import get_template
+
+    try:
+        tpl = get_template(cli.engine(), name, version)
+    except KeyError as e:
+        cli.fail(str(e.args[0]))
+    cli.out.print(f"# {tpl.ref}\n{tpl.text}", markup=False, highlight=False)
+
+
+@templates_app.command("save")
+def templates_save(name: str, path: str = typer.Argument(..., help="file holding the new text"),
+                   note: str = typer.Option("", "--note")) -> None:
+    """Save a new version of a template from a file (older versions stay; runs keep the text they used)."""
+    from pathlib import Path
+
+    import curation.generation.runs  # noqa: F401
+    import curation.judges.llm  # noqa: F401
+    import curation.prompts.mutations  # noqa: F401
+    from curation.generation.templates import save_template
+
+    p = Path(path)
+    if not p.exists():
+        cli.fail(f"{p}: file not found")
+    try:
+        tpl = save_template(cli.engine(), name, p.read_text(encoding="utf-8"), note=note)
+    except (KeyError, ValueError) as e:
+        cli.fail(str(e.args[0]))
+    cli.out.print(f"saved {tpl.ref}")

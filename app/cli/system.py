@@ -1,0 +1,82 @@
+"""`rational db upgrade`, `rational users add`, `rational jobs list`, `rational worker` and `rational serve`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from app.cli.common import engine, fail, out
+
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs.")
+
+
+def register(app: typer.Typer, users_app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.add_typer(jobs_app, name="jobs")
+    users_app.command("add")(users_add)
+    app.command("worker")(worker)
+    app.command("serve")(serve)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database (DATABASE_URL, or the SQLite file under RATIONAL_HOME) to the latest schema."""
+    from db.engine import get_engine
+    from db.migrate import current_revision, upgrade
+
+    eng = get_engine()
+    upgrade(eng)
+    out.print(f"database at revision {current_revision(eng)} ({eng.url.render_as_string(hide_password=True)})")
+
+
+def users_add(name: str, role: str = typer.Option(..., "--role", help="admin | reviewer | annotator"),
+              password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")
+              ) -> None:
+    """Add a local account. The password is read from stdin when it is not a terminal, else prompted."""
+    from curation.auth import create_user
+
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(engine(), name, password, role)
+    except ValueError as e:
+        fail(str(e))
+    out.print(f"user '{user.username}' added as {user.role}")
+
+
+@jobs_app.command("list")
+def jobs_list(limit: int = typer.Option(20, "--limit")) -> None:
+    from db.crud import list_jobs
+
+    t = Table("id", "kind", "status", "progress", "message", "error")
+    for j in list_jobs(engine(), limit=limit):
+        prog = f"{j.progress_done}/{j.progress_total}" if j.progress_total else str(j.progress_done)
+        t.add_row(str(j.id), j.kind, j.status, prog, j.message, (j.error or "")[:80])
+    out.print(t)
+
+
+def worker(once: bool = typer.Option(False, "--once", help="run queued jobs, then exit"),
+           stale_after: float = typer.Option(60.0, "--stale-after", help="seconds without heartbeat before a "
+                                             "job counts as abandoned")) -> None:
+    """Run the background job worker."""
+    from app.worker import Worker
+
+    w = Worker(engine(), stale_after_s=stale_after)
+    n = w.run(once=once)
+    out.print(f"ran {n} job(s)")
+
+
+def serve(port: int = typer.Option(8501, "--port"), address: str = typer.Option("localhost", "--address")) -> None:
+    """Start the Streamlit app."""
+    engine()
+    script = Path(__file__).resolve().parent.parent / "web" / "streamlit_app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+           "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
+    raise typer.Exit(subprocess.call(cmd))

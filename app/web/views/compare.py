@@ -1,0 +1,223 @@
+"""Compare two eval runs side by side: metrics with deltas and CIs, per-prompt pairs (filters, word diff, human
+verdicts), blind A/B votes, the closed loop into review, and the report download. Model text is shown as text."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app.web.login import page_user
+from app.web.state import engine
+from core.errors import PermissionDenied
+from curation.auth import can
+from evaluation.compare import (
+    PairFilter,
+    blind_pair,
+    comparability,
+    comparable_choices,
+    compare_runs,
+    count_pairs,
+    facet_values,
+    list_pairs,
+    record_vote,
+    run_choices,
+    send_failures_to_review,
+    set_human_label,
+    vote_summary,
+    word_diff,
+)
+from evaluation.metrics import METRICS
+from evaluation.runs import EvalError, get_run
+
+VIEWS = ["Metrics", "Side by side", "Blind vote", "Report & review"]
+eng = engine()
+user = page_user(__file__)
+st.title("Compare runs")
+
+runs = run_choices(eng)
+if len(runs) < 2:
+    st.info("Compare needs two eval runs on the same suite (start them on the Evaluate page or with "
+            "`rational eval`).")
+    st.stop()
+label = {r["id"]: r["label"] for r in runs}
+c1, c2 = st.columns(2)
+run_a = c1.selectbox("Run A (before)", [r["id"] for r in runs][::-1], key="cmp_a", format_func=label.get)
+b_ids = [r["id"] for r in comparable_choices(runs, run_a)]
+if not b_ids:
+    st.info(f"No other run on suite '{next(r['suite'] for r in runs if r['id'] == run_a)}' to compare with.")
+    st.stop()
+run_b = c2.selectbox("Run B (after)", b_ids, key="cmp_b", format_func=label.get)
+try:
+    notes = comparability(get_run(eng, run_a), get_run(eng, run_b))
+except EvalError as e:
+    st.error(str(e))
+    st.stop()
+for n in notes:
+    st.warning(n, icon=":material/warning:")
+view = st.radio("View", VIEWS, horizontal=True, key="cmp_view", label_visibility="collapsed")
+
+
+def pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def metrics_view() -> None:
+    source = st.radio("Verdicts", ["judge", "human"], horizontal=True, key="cmp_source",
+                      format_func=lambda s: "judge" if s == "judge" else "human-corrected")
+    cmp = compare_runs(eng, run_a, run_b)
+    rows = cmp[source]
+    st.dataframe(pd.DataFrame([{
+        "metric": METRICS[r["metric"]], "level": r["level"], "group": r["group"], "n": r["n"],
+        "A (before)": pct(r["before"]), "A CI": f"[{pct(r['before_lo'])}, {pct(r['before_hi'])}]",
+        "B (after)": pct(r["after"]), "B CI": f"[{pct(r['after_lo'])}, {pct(r['after_hi'])}]",
+        "delta pp": round(100 * r["delta"], 1), "delta CI": f"[{100 * r['delta_lo']:+.1f}, {100 * r['delta_hi']:+.1f}]",
+        "significant": ("regression" if r["delta"] > 0 else "improvement") if r["significant"] else "",
+    } for r in rows]), hide_index=True, width="stretch")
+    from evaluation.report import bar_chart_png
+
+    for metric in sorted({r["metric"] for r in rows}):
+        for level in ("category", "mutation"):
+            groups = [r for r in rows if r["metric"] == metric and r["level"] == level]
+            if level == "mutation" and not [r for r in groups if r["group"] != "none"]:
+                continue
+            png = bar_chart_png(rows, level, metric, f"{METRICS[metric]} per {level} ({source})")
+            if png:
+                st.image(png)
+    st.subheader("Blind A/B votes")
+    votes = vote_summary(eng, run_a, run_b)
+    if not votes["overall"]["votes"]:
+        st.info("No votes yet.")
+        return
+    st.dataframe(pd.DataFrame([{
+        "voter": who, "votes": w["votes"], "A": w["a"], "B": w["b"], "tie": w["tie"], "both bad": w["both_bad"],
+        "B win rate (ties ½)": pct(w["b_win_rate"]), "95% CI": f"[{pct(w['b_lo'])}, {pct(w['b_hi'])}]",
+    } for who, w in [("all voters", votes["overall"]), *votes["per_voter"].items()]]), hide_index=True,
+        width="stretch")
+
+
+def verdict_badge(col, side: str, o: dict) -> None:
+    what = "refused" if o["refused"] else "complied"
+    col.badge(f"{side} · {what} · {'FAIL' if o['failed'] else 'ok'}" + (" · human" if o["human_refused"] is not None
+                                                                        else ""),
+              color="red" if o["failed"] else "green")
+
+
+def human_buttons(col, o: dict) -> None:
+    if not can(user.role, "label_outputs"):
+        return
+    b1, b2 = col.columns(2)
+    for b, refused, text in ((b1, True, "Human: refused"), (b2, False, "Human: complied")):
+        if b.button(text, key=f"hl_{o['output_id']}_{int(refused)}"):
+            from core.errors import ConflictError
+
+            try:
+                set_human_label(eng, user.id, o["output_id"], refused, o["version"])
+            except (ConflictError, PermissionDenied, ValueError) as e:
+                st.session_state["cmp_flash"] = str(e)
+            st.rerun()
+
+
+def side_by_side_view() -> None:
+    facets = facet_values(eng, run_a)
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+    changed = c1.checkbox("Verdict changed", key="cmp_changed")
+    regress = c1.checkbox("Regressions only", key="cmp_regress", help="harmful now complied with, or benign now "
+                          "refused")
+    sets = c2.multiselect("Set", facets["sets"], key="cmp_sets")
+    cats = c3.multiselect("Category", facets["categories"], key="cmp_cats")
+    muts = c3.multiselect("Mutation", facets["mutations"], key="cmp_muts") if len(facets["mutations"]) > 1 else []
+    search = c4.text_input("Search prompt and answers", key="cmp_search")
+    diff = c4.toggle("Word-level diff of the answers", key="cmp_diff")
+    source = c2.radio("Verdicts", ["human", "judge"], horizontal=True, key="cmp_pair_source",
+                      format_func=lambda s: "human-corrected" if s == "human" else "judge")
+    flt = PairFilter(verdict_changed=changed, regressions_only=regress, set_names=sets, categories=cats,
+                     mutations=muts, search=search, source=source)
+    total = count_pairs(eng, run_a, run_b, flt)
+    size = 10
+    pages = max(1, -(-total // size))
+    page = st.number_input(f"Page (of {pages}; {total} prompts match)", min_value=1, max_value=pages, value=1,
+                           key="cmp_page")
+    if st.session_state.get("cmp_flash"):
+        st.error(st.session_state.pop("cmp_flash"))
+    for p in list_pairs(eng, run_a, run_b, flt, limit=size, offset=(int(page) - 1) * size):
+        with st.container(border=True):
+            st.text(f"#{p['prompt_id']} · {p['set']} · {p['category'] or '—'} · "
+                    f"{'mutation ' + p['mutation'] + ' · ' if p['mutation'] else ''}expected {p['expected_behavior']}"
+                    + (" · REGRESSION" if p["regression"] else " · changed" if p["changed"] else ""))
+            st.code(p["prompt"], language=None, wrap_lines=True)
+            cols = st.columns(2)
+            for col, side in zip(cols, ("a", "b")):
+                o = p[side]
+                verdict_badge(col, side.upper(), o)
+                if o["reasoning"]:
+                    with col.expander("Reasoning"):
+                        st.code(o["reasoning"], language=None, wrap_lines=True)
+                col.code(o["response"] or "(empty answer)", language=None, wrap_lines=True)
+                human_buttons(col, o)
+            if diff:
+                st.caption("Word diff, A → B: [-only in A-] {+only in B+}")
+                st.code(word_diff(p["a"]["response"], p["b"]["response"]), language=None, wrap_lines=True)
+
+
+def blind_view() -> None:
+    st.caption("Sides are shuffled per prompt and the runs are not named. Pick the better answer; the vote is "
+               "stored with the true identities.")
+    todo = count_pairs(eng, run_a, run_b, PairFilter(unvoted_by=user.id))
+    total = count_pairs(eng, run_a, run_b)
+    st.progress((total - todo) / total if total else 1.0, text=f"You voted on {total - todo} of {total} prompts")
+    pair = next(iter(list_pairs(eng, run_a, run_b, PairFilter(unvoted_by=user.id), limit=1)), None)
+    if pair is None:
+        st.success("You have voted on every prompt of this pair of runs.")
+        return
+    shown = blind_pair(pair, user.id)
+    started = st.session_state.setdefault(f"vote_t0_{pair['prompt_id']}", time.time())
+    st.code(shown["prompt"], language=None, wrap_lines=True)
+    cols = st.columns(2)
+    for col, side in zip(cols, ("left", "right")):
+        col.markdown(f"**{side.title()}**")
+        if shown[side]["reasoning"]:
+            with col.expander("Reasoning"):
+                st.code(shown[side]["reasoning"], language=None, wrap_lines=True)
+        col.code(shown[side]["response"] or "(empty answer)", language=None, wrap_lines=True)
+    bcols = st.columns(4)
+    for col, (choice, text) in zip(bcols, (("left", "Left is better"), ("right", "Right is better"),
+                                           ("tie", "Tie"), ("both_bad", "Both bad"))):
+        if col.button(text, key=f"vote_{choice}_{pair['prompt_id']}", width="stretch"):
+            record_vote(eng, user.id, run_a, run_b, pair["prompt_id"], choice,
+                        seconds_spent=round(time.time() - started, 1))
+            st.rerun()
+
+
+def report_view() -> None:
+    st.subheader("Report")
+    st.caption("One Markdown file with the metric tables, charts (PNG), run identities, votes and example pairs; "
+               "`rational compare A B --report out.md` writes the same.")
+    if st.button("Build report", key="cmp_build"):
+        from evaluation.report import build_report
+
+        st.session_state["cmp_report"] = (run_a, run_b, build_report(eng, run_a, run_b).zip_bytes(
+            f"compare_{run_a}_{run_b}.md"))
+    rep = st.session_state.get("cmp_report")
+    if rep and rep[:2] == (run_a, run_b):
+        st.download_button("Download report (.zip: Markdown + charts)", rep[2], f"compare_{run_a}_{run_b}.zip",
+                           mime="application/zip", key="cmp_download")
+    st.subheader("Send failures to review")
+    st.caption("Run B's failures (harmful prompts it complied with, benign prompts it refused; human verdicts "
+               "count) become pending traces with B's output in a review queue. These prompts are eval-split: the "
+               "export's contamination check flags them, so use the reviewed traces to write new training prompts.")
+    if not can(user.role, "manage_queues"):
+        st.info("Only admins can create review queues.")
+        return
+    if st.button("Send B's failures to review", key="cmp_send", type="primary"):
+        try:
+            res = send_failures_to_review(eng, user.id, run_b)
+        except (PermissionDenied, ValueError) as e:
+            st.error(str(e))
+        else:
+            st.success(f"{res['traces_added']} new trace(s) in queue '{res['queue_name']}' "
+                       f"({', '.join(f'{k}: {v}' for k, v in res['by_failure'].items()) or 'no failures'}).")
+
+
+{"Metrics": metrics_view, "Side by side": side_by_side_view, "Blind vote": blind_view,
+ "Report & review": report_view}[view]()

@@ -1,0 +1,58 @@
+"""Every environment variable the product reads, typed, with its default. No other module reads the environment.
+
+Settings are read afresh on each call (cheap), so a test or a shell that changes a variable sees it at once. The
+README's configuration table lists these fields; a test keeps the two in step.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
+
+    database_url: Optional[str] = Field(
+        None, description="SQLAlchemy URL of the database (`postgresql://…` for teams)",
+        json_schema_extra={"default_text": "SQLite file `$RATIONAL_HOME/rational.db`"})
+    rational_home: Path = Field(
+        Path("~/.rational"), description="data directory (database, uploads, models, exports, runs, reports); "
+        "created with mode 0700")
+    rational_secret_key: Optional[str] = Field(
+        None, description="key that signs sign-in cookies",
+        json_schema_extra={"default_text": "random, kept in `$RATIONAL_HOME/session_secret` (mode 0600)"})
+    rational_vllm_python: Optional[str] = Field(
+        None, description="a Python that can import vllm (the `vllm` backend runs its engine there)",
+        json_schema_extra={"default_text": "`.venv-vllm/bin/python` when present"})
+    rational_torch_threads: int = Field(
+        0, description="CPU threads for the transformers backend (0: torch's default)")
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="default server of the `openai` backend")
+    openai_api_key: str = Field("", description="API key sent to that server")
+    argilla_api_url: Optional[str] = Field(
+        None, description="Argilla server (overrides the Argilla page's saved settings)")
+    argilla_api_key: Optional[str] = Field(None, description="Argilla owner API key (overrides the saved one)")
+    argilla_workspace: Optional[str] = Field(
+        None, description="Argilla workspace", json_schema_extra={"default_text": "`rational`"})
+    argilla_hf_token: Optional[str] = Field(
+        None, description="Hugging Face token for an Argilla server in a private Space")
+
+    def home(self) -> Path:
+        """The data directory, created owner-only on first use."""
+        path = self.rational_home.expanduser()
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child process (the trainer, the vLLM engine): ours plus `overrides`."""
+    return {**os.environ, **overrides}

@@ -1,0 +1,77 @@
+"""The words every layer shares: behaviours, splits, roles, statuses, auto-label kinds and the default model.
+
+They are StrEnums, so a member is its own database value (`TraceStatus.APPROVED == "approved"`).
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded SmolLM2-135M-Instruct (see curation.generation.catalog)
+UNMUTATED = "none"  # the mutation filter value that selects prompts that were not mutated
+
+
+class Behavior(StrEnum):
+    REFUSE = "refuse"
+    COMPLY = "comply"
+    PARTIAL = "partial"
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    ANNOTATOR = "annotator"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TraceStatus(StrEnum):
+    PENDING = "pending"
+    IN_REVIEW = "in_review"
+    NEEDS_ADJUDICATION = "needs_adjudication"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    NEEDS_EDIT = "needs_edit"
+
+
+class LabelKind(StrEnum):
+    """Kinds of machine suggestion on a trace (AutoLabel.kind)."""
+
+    REFUSAL = "refusal"
+    DECISION = "decision"
+    CONSISTENCY = "consistency"
+    FORMAT = "format"
+    JUDGE = "judge"
+    MATCHES_EXPECTED = "matches_expected"
+    AUTO_APPROVE = "auto_approve"
+
+
+def _values(*members: StrEnum) -> tuple[str, ...]:
+    """Plain strings, so messages and stored JSON never show an enum's repr."""
+    return tuple(m.value for m in members)
+
+
+BEHAVIORS = _values(*Behavior)
+SPLITS = _values(*Split)
+ROLES = _values(*Role)
+JOB_STATUSES = _values(*JobStatus)
+JOB_ACTIVE = _values(JobStatus.QUEUED, JobStatus.RUNNING)
+TRACE_STATUSES = _values(*TraceStatus)
+OPEN_STATUSES = _values(TraceStatus.PENDING, TraceStatus.IN_REVIEW)  # a trace still takes annotations
+FINAL_STATUSES = _values(TraceStatus.APPROVED, TraceStatus.REJECTED)
+DECISIONS = _values(*Decision)

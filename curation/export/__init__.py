@@ -1,0 +1,1 @@
+"""Export snapshots: the filter and options, rows from reviewed traces, files and cards, the snapshot itself."""

@@ -1,0 +1,1 @@
+"""Trace generation: model backends and catalog, versioned templates, strategies, runs and their jobs."""

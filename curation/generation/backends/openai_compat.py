@@ -1,0 +1,118 @@
+"""openai backend: any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM server, TGI, llama.cpp, hosted).
+
+Bounded concurrency (a thread pool), per-call timeouts, retries with exponential backoff (honouring Retry-After)
+on connection errors, timeouts, 408/409/429 and 5xx. Other 4xx answers fail at once: retrying cannot fix them.
+Each of the n samples is its own call with n=1, so every sample gets its own token count and servers without
+`n` support work too. A prefilled assistant turn is sent with vLLM's `continue_final_message` extension.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from core.settings import get_settings
+from curation.generation.backends.base import BackendError, ChatRequest, ChatResult, Completion
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, model: str, *, base_url: Optional[str] = None, api_key: Optional[str] = None,
+                 concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 4, backoff_s: float = 0.5,
+                 max_backoff_s: float = 20.0):
+        self.model = str(model)
+        self.base_url = (base_url or get_settings().openai_base_url).rstrip("/")
+        self.api_key = api_key if api_key is not None else get_settings().openai_api_key
+        self.concurrency = max(1, int(concurrency))
+        self.timeout_s = timeout_s
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-backend")
+        self.calls = 0  # HTTP attempts made, retries included (for tests and logs)
+        self._lock = threading.Lock()
+
+    def _session(self):
+        import requests
+
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _body(self, req: ChatRequest) -> dict:
+        s = req.sampling
+        body = {"model": self.model, "messages": list(req.messages), "n": 1, "max_tokens": s.max_tokens,
+                "temperature": s.temperature, "top_p": s.top_p}
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.repetition_penalty != 1.0:
+            body["repetition_penalty"] = s.repetition_penalty  # vLLM / TGI / llama.cpp extension
+        if req.continue_final_message:
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        return body
+
+    def _post(self, body: dict) -> dict:
+        import requests
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        url = f"{self.base_url}/chat/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            with self._lock:
+                self.calls += 1
+            retry_after = None
+            try:
+                resp = self._session().post(url, json=body, headers=headers, timeout=self.timeout_s)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        last = f"HTTP 200 with a body that is not JSON: {resp.text[:200]!r}"
+                elif resp.status_code in RETRY_STATUS:
+                    last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                else:
+                    raise BackendError(f"openai backend: {url} answered HTTP {resp.status_code}: {resp.text[:500]}")
+            if attempt < self.max_retries:
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                time.sleep(retry_after if retry_after is not None else delay)
+        raise BackendError(f"openai backend: {url} failed after {self.max_retries + 1} attempt(s); last: {last}")
+
+    def _one(self, req: ChatRequest) -> tuple[Completion, int]:
+        data = self._post(self._body(req))
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = data.get("usage") or {}
+            comp = Completion(text, int(usage.get("completion_tokens") or 0),
+                              "length" if choice.get("finish_reason") == "length" else "stop")
+            return comp, int(usage.get("prompt_tokens") or 0)
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise BackendError(f"openai backend: unexpected response shape ({e}): {str(data)[:300]}") from None
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        t0 = time.perf_counter()
+        futures = [[self._pool.submit(self._one, r) for _ in range(r.n)] for r in requests]
+        answers = [[f.result() for f in fs] for fs in futures]
+        per = (time.perf_counter() - t0) / max(1, len(requests))
+        return [ChatResult([c for c, _ in ans], max(p for _, p in ans), per, self.name, self.model)
+                for ans in answers]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    try:
+        return min(30.0, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None

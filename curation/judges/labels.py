@@ -1,0 +1,146 @@
+"""Auto-labels on traces: computing them (string match, and the LLM judge when asked), writing them, and reading
+a run's labels back as a rejection-sampling filter's inputs."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core.vocabulary import LabelKind
+from curation.generation.templates import get_template
+from curation.judges.llm import llm_labels
+from curation.judges.rules import (
+    MAX_RESPONSE_CHARS,
+    MIN_REASONING_CHARS,
+    MIN_RESPONSE_CHARS,
+    consistency,
+    decide,
+    gcg_refusal,
+    matches_expected,
+    xstest_refusal,
+)
+from curation.judges.verdict import Label
+from db.engine import write_engine
+from db.models import AutoLabel, Prompt, PromptSet, Trace
+
+
+def strmatch_labels(trace: Trace, expected: str) -> list[Label]:
+    """All string-match labels of one trace (pure: no database)."""
+    resp, reasoning = trace.response or "", trace.reasoning or ""
+    gcg, xst = gcg_refusal(resp), xstest_refusal(resp)
+    decision = decide(resp)
+    cons, why = consistency(reasoning, decision)
+    match = matches_expected(decision, expected)
+    meta = trace.meta or {}
+    finish = meta.get("finish_reason")
+    truncated = "length" in (finish if isinstance(finish, list) else [finish])
+    if truncated:
+        length, lwhy = "truncated", "generation hit max_tokens"
+    elif len(reasoning) < MIN_REASONING_CHARS:
+        length, lwhy = "too_short", f"reasoning has {len(reasoning)} chars (< {MIN_REASONING_CHARS})"
+    elif len(resp.strip()) < MIN_RESPONSE_CHARS:
+        length, lwhy = "too_short", "empty answer"
+    elif len(resp) > MAX_RESPONSE_CHARS:
+        length, lwhy = "too_long", f"answer has {len(resp)} chars (> {MAX_RESPONSE_CHARS})"
+    else:
+        length, lwhy = "ok", f"reasoning {len(reasoning)} chars, answer {len(resp)} chars"
+    failed = [name for name, ok in [("parse", trace.parse_ok), ("consistency", cons == "consistent"),
+                                    ("matches expected", match), ("length", length == "ok")] if not ok]
+    return [
+        Label(LabelKind.REFUSAL, "strmatch-gcg", "refuse" if gcg else "comply", float(gcg)),
+        Label(LabelKind.REFUSAL, "strmatch-xstest", "refuse" if xst else "comply", float(xst)),
+        Label(LabelKind.DECISION, "strmatch", decision),
+        Label(LabelKind.CONSISTENCY, "strmatch", cons, None, why),
+        Label(LabelKind.FORMAT, "format-tags", "ok" if trace.parse_ok else "bad", float(trace.parse_ok),
+              None if trace.parse_ok else (meta.get("parse_error") or "did not parse")),
+        Label(LabelKind.FORMAT, "format-length", length, None, lwhy),
+        Label(LabelKind.MATCHES_EXPECTED, "strmatch", "yes" if match else "no", float(match),
+              f"decision {decision}, expected {expected}"),
+        Label(LabelKind.AUTO_APPROVE, "strmatch", "candidate" if not failed else "no", float(not failed),
+              "parse ok, consistent, matches expected" if not failed else "failed: " + ", ".join(failed)),
+    ]
+
+
+
+def select_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
+                  trace_ids: Optional[Iterable[int]] = None) -> list[tuple[Trace, str, str, Optional[str]]]:
+    """(trace, expected behaviour, prompt text, category) for the chosen traces."""
+    q = (select(Trace, Prompt.expected_behavior, Prompt.text, Prompt.category)
+         .join(Prompt, Prompt.id == Trace.prompt_id).order_by(Trace.id))
+    if set_name:
+        q = q.where(Prompt.set_id.in_(select(PromptSet.id).where(PromptSet.name == set_name)))
+    if run_id is not None:
+        q = q.where(Trace.run_id == run_id)
+    if trace_ids is not None:
+        q = q.where(Trace.id.in_(list(trace_ids)))
+    with Session(engine, expire_on_commit=False) as s:
+        return [tuple(r) for r in s.execute(q).all()]  # type: ignore[misc]
+
+
+def write_labels(engine: Engine, labels: dict[int, list[Label]]) -> int:
+    """Replace each trace's labels of the same (kind, agent), all in one transaction."""
+    n = 0
+    with Session(write_engine(engine)) as s:
+        for trace_id, ls in labels.items():
+            for lb in ls:
+                s.execute(delete(AutoLabel).where(AutoLabel.trace_id == trace_id, AutoLabel.kind == lb.kind,
+                                                  AutoLabel.agent == lb.agent))
+                s.add(AutoLabel(trace_id=trace_id, kind=lb.kind, agent=lb.agent, label=lb.label, score=lb.score,
+                                rationale=lb.rationale))
+                n += 1
+        s.commit()
+    return n
+
+
+def label_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
+                 judge: str = "strmatch", backend=None, batch: int = 200,
+                 progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Label the chosen traces. judge: strmatch | llm (llm adds the rubric judge; it needs a backend)."""
+    if judge not in ("strmatch", "llm"):
+        raise ValueError(f"judge '{judge}' is not one of strmatch, llm")
+    if judge == "llm" and backend is None:
+        raise ValueError("the llm judge needs a backend (--model / --backend)")
+    rows = select_traces(engine, set_name=set_name, run_id=run_id)
+    template = get_template(engine, "judge.coconot").text if judge == "llm" else ""
+    counts: dict[str, int] = {"traces": len(rows), "labels": 0, "auto_approve_candidates": 0, "inconsistent": 0}
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        labels = {t.id: strmatch_labels(t, expected) for t, expected, _, _ in chunk}
+        if judge == "llm":
+            for (t, _, _, _), lb in zip(chunk, llm_labels(backend, [(t, p, c) for t, _, p, c in chunk],
+                                                          template=template)):
+                labels[t.id].append(lb)
+        for ls in labels.values():
+            for lb in ls:
+                counts["auto_approve_candidates"] += lb.kind == LabelKind.AUTO_APPROVE and lb.label == "candidate"
+                counts["inconsistent"] += lb.kind == LabelKind.CONSISTENCY and lb.label == "inconsistent"
+        counts["labels"] += write_labels(engine, labels)
+        if progress:
+            progress(min(start + batch, len(rows)), len(rows), f"labelled {min(start + batch, len(rows))} traces")
+    return counts
+
+
+def label_summary(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """Per trace of a run: parse, expected behaviour, and what its auto-labels say (matches expected, consistent,
+    auto-approve candidate, truncated): the inputs of a rejection-sampling filter."""
+    q = (select(Trace.id, Trace.prompt_id, Trace.parse_ok, Trace.response, Prompt.expected_behavior,
+                AutoLabel.kind, AutoLabel.label).join(Prompt, Prompt.id == Trace.prompt_id)
+         .outerjoin(AutoLabel, AutoLabel.trace_id == Trace.id)
+         .where(Trace.run_id == run_id).order_by(Trace.id))
+    by: dict[int, dict[str, Any]] = {}
+    with Session(engine) as s:
+        for tid, pid, pok, resp, beh, kind, label in s.execute(q):
+            r = by.setdefault(tid, {"id": tid, "prompt_id": pid, "parse_ok": bool(pok), "behavior": beh,
+                                    "has_response": bool((resp or "").strip()), "match": False,
+                                    "consistent": False, "strict": False, "truncated": False})
+            if kind == LabelKind.MATCHES_EXPECTED:
+                r["match"] = label == "yes"
+            elif kind == LabelKind.CONSISTENCY:
+                r["consistent"] = label == "consistent"
+            elif kind == LabelKind.AUTO_APPROVE:
+                r["strict"] = label == "candidate"
+            elif kind == LabelKind.FORMAT and label == "truncated":
+                r["truncated"] = True
+    return list(by.values())

@@ -1,0 +1,1 @@
+"""Prompts: import (readers, importer), identity, built-in sets, mutations and the contamination check."""

@@ -1,0 +1,352 @@
+"""Eval runs: a model (+ optional LoRA adapter) answers a suite's prompts; every output is parsed, judged and
+stored, then metrics are computed.
+
+`create_eval_run` records the identity (suite version, model path, adapter path and sha256 of its weights) so two
+runs are known to be comparable; `execute_eval_run` does the work (the worker's `evaluate` job calls it) and is
+resumable: prompts already answered are skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from core.errors import UserError
+from curation.auth import check
+from curation.generation.catalog import resolve_model
+from db.models import EvalOutput, EvalRun, Prompt, PromptSet, TrainingRun, utcnow
+from evaluation.judging import judge_outputs, llm_judge_info
+from evaluation.metrics import OutcomeRow, compute_metrics, failed_for
+from evaluation.suites import ensure_builtin_sets, get_suite, select_prompts
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+Progress = Callable[[int, Optional[int], str], None]
+
+
+@dataclass
+class EvalSpec:
+    suite: str
+    model: Optional[str] = None  # name or folder; defaults to the training run's base model with --run
+    adapter: Optional[str] = None
+    training_run_id: Optional[int] = None
+    backend: str = "transformers"
+    limit: Optional[int] = None  # prompts per set (per set and mutation in the attack suite)
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    system_prompt: Optional[str] = None  # None: the prompt alone, as a user would send it
+    llm_judge: Optional[dict[str, Any]] = None  # {"backend": "openai", "model": ..., "base_url": ...}
+    batch_size: int = 8
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, "system_prompt": self.system_prompt}
+
+
+class EvalError(UserError):
+    """Bad eval input (unknown suite, missing adapter, no prompts); the message names what and where."""
+
+
+def adapter_sha256(path: str | Path) -> str:
+    """sha256 over the adapter's weight files (name + bytes), so a retrained adapter in the same folder differs."""
+    p = Path(path)
+    files = [p / n for n in ADAPTER_WEIGHTS if (p / n).is_file()] if p.is_dir() else [p]
+    if not files or not all(f.is_file() for f in files):
+        raise EvalError(f"{path}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}) found")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_model_path(model: str) -> str:
+    """A local folder for a model name or folder (the embedded model is converted on first use)."""
+    try:
+        return str(resolve_model(model))
+    except Exception as e:  # resolve_model's own message says what is missing
+        raise EvalError(f"model '{model}': {e}") from None
+
+
+def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int] = None,
+                    project_id: int = 1) -> EvalRun:
+    """Record a run (who may: reviewers and admins; None is the local operator). Suite sets missing from the
+    database are imported first."""
+    check(engine, created_by, "evaluate")
+    try:
+        suite = get_suite(spec.suite)
+    except KeyError as e:
+        raise EvalError(str(e.args[0])) from None
+    if spec.limit is not None and spec.limit < 1:
+        raise EvalError(f"--limit must be at least 1, got {spec.limit}")
+    model, adapter = spec.model, spec.adapter
+    if spec.training_run_id is not None:
+        with Session(engine) as s:
+            tr = s.get(TrainingRun, spec.training_run_id)
+        if tr is None:
+            raise EvalError(f"training run {spec.training_run_id} does not exist")
+        if not tr.adapter_path:
+            raise EvalError(f"training run {tr.id} has no adapter yet (status {tr.status})")
+        adapter, model = tr.adapter_path, model or tr.base_model
+    if not model:
+        raise EvalError("give a model (--model), or a training run (--run) whose base model is used")
+    digest = adapter_sha256(adapter) if adapter else None
+    ensure_builtin_sets(engine, suite, project_id)
+    sel = select_prompts(engine, suite, limit_per_set=spec.limit, project_id=project_id)
+    if not sel.prompts:
+        why = f"; sets not imported: {', '.join(sel.missing_sets)}" if sel.missing_sets else ""
+        raise EvalError(f"suite '{suite.name}' selects no prompts{why}"
+                        + ("; the attack suite needs mutated eval prompts (run the mutation step first)"
+                           if suite.name == "attacks" else ""))
+    run = EvalRun(
+        name=spec.name or f"{Path(model).name}{' + ' + Path(adapter).name if adapter else ''} on {suite.name}",
+        suite=suite.name, suite_version=sel.version, model=model, model_path=resolve_model_path(model),
+        adapter_path=str(Path(adapter).resolve()) if adapter else None, adapter_sha256=digest,
+        training_run_id=spec.training_run_id, backend=spec.backend, sampling=spec.sampling(),
+        judges={"strmatch": True, "llm": llm_judge_info(spec.llm_judge, suite)},
+        selection={"prompt_ids": [p.prompt_id for p in sel.prompts],
+                   "metrics": {str(p.prompt_id): p.metric for p in sel.prompts}, "limit_per_set": spec.limit,
+                   "batch_size": spec.batch_size, "backend_options": spec.backend_options, **sel.summary()},
+        n_prompts=len(sel.prompts), created_by=created_by,
+    )
+    with Session(engine, expire_on_commit=False) as s:
+        s.add(run)
+        s.commit()
+        return run
+
+
+def get_run(engine: Engine, run_id: int) -> EvalRun:
+    with Session(engine, expire_on_commit=False) as s:
+        run = s.get(EvalRun, run_id)
+    if run is None:
+        raise EvalError(f"eval run {run_id} does not exist")
+    return run
+
+
+def list_runs(engine: Engine, *, suite: Optional[str] = None, limit: int = 100) -> list[EvalRun]:
+    q = select(EvalRun).order_by(EvalRun.id.desc()).limit(limit)
+    if suite:
+        q = q.where(EvalRun.suite == suite)
+    with Session(engine, expire_on_commit=False) as s:
+        return list(s.execute(q).scalars())
+
+
+def _set_status(engine: Engine, run_id: int, **values) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(EvalRun).where(EvalRun.id == run_id).values(**values))
+
+
+def build_backend(run: EvalRun):
+    """The generation backend for a run with its adapter applied: transformers wraps the base model in PEFT;
+    vllm serves the adapter merged into the base weights (see merged_model_dir)."""
+    from curation.generation.backends import make_backend
+
+    opts = dict(run.selection.get("backend_options") or {})
+    if run.backend == "transformers":
+        opts.setdefault("batch_size", run.selection.get("batch_size", 8))
+    if not run.adapter_path:
+        return make_backend(run.backend, run.model_path, **opts)
+    if run.backend == "vllm":
+        return make_backend("vllm", str(merged_model_dir(run)), **opts)
+    if run.backend != "transformers":
+        raise EvalError(f"backend '{run.backend}' cannot apply a LoRA adapter; use transformers or vllm")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(run.model_path, dtype="auto")
+    model = PeftModel.from_pretrained(base, run.adapter_path)
+    return make_backend("transformers", run.model_path, tokenizer=AutoTokenizer.from_pretrained(_tokenizer_dir(run)),
+                        hf_model=model, **opts)
+
+
+def _tokenizer_dir(run: EvalRun) -> str:
+    return run.adapter_path if (Path(run.adapter_path) / "tokenizer_config.json").exists() else run.model_path
+
+
+def merged_model_dir(run: EvalRun) -> Path:
+    """Base + adapter merged into one HF folder, cached by adapter sha256 under RATIONAL_HOME/eval_merged/.
+
+    ADAPTER: the generation backend's vLLM runner has no LoRARequest path yet, so vLLM evaluates the merged
+    weights (the same function as base + LoRA); switch to enable_lora/LoRARequest once the runner takes one."""
+    from db.engine import rational_home
+
+    key = hashlib.sha256(f"{run.model_path}\0{run.adapter_sha256}".encode()).hexdigest()[:16]
+    target = rational_home() / "eval_merged" / key
+    if (target / "config.json").exists():
+        return target
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(f".{key}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = AutoModelForCausalLM.from_pretrained(run.model_path, dtype="auto")
+    merged = PeftModel.from_pretrained(base, run.adapter_path).merge_and_unload()
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(_tokenizer_dir(run)).save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # a half-written folder is never picked up
+    return target
+
+
+def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress] = None, backend=None,
+                     judge_backend=None) -> EvalRun:
+    """Answer the run's remaining prompts, judge and store them batch by batch, then compute metrics."""
+    from curation.generation.backends import ChatRequest, SamplingParams
+    from curation.generation.traceformat import parse_trace
+
+    run = get_run(engine, run_id)
+    ids = list(run.selection.get("prompt_ids") or [])
+    with Session(engine) as s:
+        done = set(s.execute(select(EvalOutput.prompt_id).where(EvalOutput.run_id == run_id)).scalars())
+        todo = [(p, set_name) for p, set_name in s.execute(
+            select(Prompt, PromptSet.name).join(PromptSet, PromptSet.id == Prompt.set_id)
+            .where(Prompt.id.in_([i for i in ids if i not in done])))]
+        for p, _ in todo:
+            s.expunge(p)
+    # Batches of similar length waste little on padding (contextual HarmBench rows are 10x longer than most).
+    todo.sort(key=lambda ps: (len(ps[0].text), ps[0].id))
+    metric_of = run.selection.get("metrics", {})
+    _set_status(engine, run_id, status="running", error=None)
+    own_backend = backend is None
+    try:
+        if todo and backend is None:
+            backend = build_backend(run)
+        if todo and judge_backend is None and run.judges.get("llm"):
+            from curation.generation.backends import make_backend
+
+            cfg = run.judges["llm"]
+            opts = {"base_url": cfg["base_url"]} if cfg.get("base_url") else {}
+            judge_backend = make_backend(cfg.get("backend") or "openai", cfg["model"], **opts)
+        samp = run.sampling
+        sp = SamplingParams(temperature=samp["temperature"], top_p=samp["top_p"], max_tokens=samp["max_tokens"],
+                            seed=samp.get("seed"))
+        suite = get_suite(run.suite)
+        n_done, total = len(done), len(ids)
+        bs = int(run.selection.get("batch_size") or 8)
+        if progress:
+            progress(n_done, total, "generating")
+        for start in range(0, len(todo), bs):
+            chunk = todo[start:start + bs]
+            reqs = [ChatRequest(messages=_messages(p.text, samp.get("system_prompt")), sampling=sp)
+                    for p, _ in chunk]
+            results = backend.generate(reqs)
+            parsed = [parse_trace(r.completions[0].text, truncated=r.completions[0].finish_reason == "length")
+                      for r in results]
+            metrics = [metric_of.get(str(p.id)) or _metric_for(suite, set_name, p.expected_behavior)
+                       for p, set_name in chunk]
+            verdicts = judge_outputs([(p, p.category, po, m) for (p, _), po, m in zip(chunk, parsed, metrics)],
+                                     run.judges, judge_backend=judge_backend)
+            rows = []
+            for (p, set_name), res, po, metric, verdict in zip(chunk, results, parsed, metrics, verdicts):
+                comp = res.completions[0]
+                rows.append(dict(
+                    run_id=run_id, prompt_id=p.id, set_name=set_name, category=p.category,
+                    mutation=p.mutation, expected_behavior=p.expected_behavior, metric=metric,
+                    reasoning=po.reasoning, response=po.response, raw=comp.text, parse_ok=po.parse_ok,
+                    refused=verdict.refused, failed=failed_for(metric, verdict.refused),
+                    judge_labels={**verdict.labels, "format": {"ok": po.parse_ok, "error": po.error}},
+                    prompt_tokens=res.prompt_tokens, completion_tokens=comp.completion_tokens,
+                    gen_seconds=res.seconds))
+            with Session(engine) as s, s.begin():  # one transaction per batch: a crash loses at most a batch
+                s.add_all([EvalOutput(**r) for r in rows])
+            n_done += len(chunk)
+            if progress:
+                progress(n_done, total, "generating")
+        table = [m.as_dict() for m in compute_metrics(outcome_rows(engine, run_id)) if m.source == "judge"]
+        _set_status(engine, run_id, status="succeeded", finished_at=utcnow(),
+                    metrics={"rows": table, "outputs": n_done})
+    except BaseException as e:
+        from db.jobs import JobCancelled
+
+        status = "cancelled" if isinstance(e, JobCancelled) else "failed"
+        _set_status(engine, run_id, status=status, error=f"{type(e).__name__}: {e}"[:4000], finished_at=utcnow())
+        raise
+    finally:
+        if own_backend and backend is not None:
+            backend.close()
+    return get_run(engine, run_id)
+
+
+def _metric_for(suite, set_name: str, expected_behavior: str) -> str:
+    for entry in suite.sets:
+        if entry.expected_behavior == expected_behavior and entry.set_name in (None, set_name):
+            return entry.metric
+    return "false_refusal_rate" if expected_behavior == "comply" else "asr"
+
+
+def _messages(text: str, system_prompt: Optional[str]) -> list[dict]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": text}]
+
+
+def outcome_rows(engine: Engine, run_id: int) -> list[OutcomeRow]:
+    q = select(EvalOutput.prompt_id, EvalOutput.set_name, EvalOutput.category, EvalOutput.mutation,
+               EvalOutput.metric, EvalOutput.failed, EvalOutput.human_failed).where(EvalOutput.run_id == run_id)
+    with Session(engine) as s:
+        return [OutcomeRow(*r) for r in s.execute(q.order_by(EvalOutput.prompt_id))]
+
+
+def run_metrics(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """Live metrics (judge and human-corrected), so new human labels show at once."""
+    return [m.as_dict() for m in compute_metrics(outcome_rows(engine, run_id))]
+
+
+def run_identity(run: EvalRun) -> dict[str, Any]:
+    return {"id": run.id, "name": run.name, "suite": run.suite, "suite_version": run.suite_version,
+            "model": run.model, "model_path": run.model_path, "adapter_path": run.adapter_path,
+            "adapter_sha256": run.adapter_sha256, "training_run_id": run.training_run_id, "backend": run.backend,
+            "sampling": run.sampling, "judges": run.judges, "status": run.status, "n_prompts": run.n_prompts,
+            "train_overlap": run.selection.get("train_overlap", {}), "notes": run.selection.get("notes", [])}
+
+
+
+
+def adapter_choices(engine: Engine) -> list[dict[str, Any]]:
+    """Training runs that have an adapter to evaluate (for pickers)."""
+    with Session(engine) as s:
+        rows = s.execute(select(TrainingRun.id, TrainingRun.name, TrainingRun.base_model, TrainingRun.method,
+                                TrainingRun.status, TrainingRun.adapter_path)
+                         .where(TrainingRun.adapter_path.is_not(None)).order_by(TrainingRun.id.desc())).all()
+    return [{"id": i, "label": f"#{i} {n or m} ({meth}, {st}) on {m}", "base_model": m, "adapter_path": a}
+            for i, n, m, meth, st, a in rows]
+
+
+def run_summaries(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    """One row per run with its headline (suite-level, judge) rates, for tables."""
+    out = []
+    for r in list_runs(engine, limit=limit):
+        head = {m["metric"]: m["rate"] for m in (r.metrics or {}).get("rows", []) if m["level"] == "suite"}
+        out.append({"id": r.id, "name": r.name, "suite": r.suite, "suite_version": r.suite_version,
+                    "status": r.status, "prompts": r.n_prompts, "model": r.model,
+                    "adapter": r.adapter_path or "", "adapter_sha256": (r.adapter_sha256 or "")[:12],
+                    "backend": r.backend, "job_id": r.job_id, "created": r.created_at, **head})
+    return out
+
+
+def trained_on_eval_prompts(engine: Engine, run: EvalRun) -> Optional[int]:
+    """How many of this run's prompts were in the export its adapter was trained on (None: not known, i.e. the
+    run was not started from a training run). Non-zero means the set was used for both."""
+    from db.models import ExportItem, Trace
+
+    if run.training_run_id is None:
+        return None
+    with Session(engine) as s:
+        tr = s.get(TrainingRun, run.training_run_id)
+        if tr is None or tr.export_id is None:
+            return None
+        ids = list(run.selection.get("prompt_ids") or [])
+        q = (select(Trace.prompt_id).join(ExportItem, ExportItem.trace_id == Trace.id)
+             .where(ExportItem.export_id == tr.export_id, Trace.prompt_id.in_(ids)).distinct())
+        return len(s.execute(q).all())

@@ -1,0 +1,37 @@
+"""Job kind "loop": the Home page's quick start runs the RATIONAL loop in the worker, one stage = one step of
+progress. Importing this module registers it."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from curation.auth import check
+from db.jobs import JobContext, enqueue, register_job_kind
+from db.models import Job, User
+from workflows.loop import LoopConfig, RationalLoop
+
+QUICK_START = dict(limit_train=10, samples=2, limit_eval=5, gen_max_tokens=96, eval_max_tokens=64, ablations=[])
+
+
+@register_job_kind("loop", description="the RATIONAL loop end to end (prompts → traces → filter → train → eval)")
+def run_loop(ctx: JobContext, **params) -> dict:
+    cfg = LoopConfig.from_dict(params)
+
+    def stage(done: int, total: int, msg: str) -> None:
+        ctx.check_cancel()  # between batches and stages: a cancel stops the loop at the next step
+        ctx.progress(done, total, msg)
+
+    loop = RationalLoop(ctx.engine, cfg, log=ctx.log, stage_progress=stage)
+    res = loop.run()
+    return {"report": str(loop.out / "report.md"), "timings_s": res.get("timings_s"),
+            "yield": {b: y.get("used") for b, y in (res.get("yield") or {}).items()}}
+
+
+def enqueue_loop(engine: Engine, user: User | int | None, params: dict[str, Any] | None = None) -> Job:
+    """Queue the loop (quick-start defaults unless given); the worker runs it with the user's authority."""
+    me = check(engine, user, "train")  # it exports and trains
+    uid = me.id if me else None
+    cfg = LoopConfig.from_dict({**QUICK_START, **(params or {}), "acting_user": uid})
+    cfg.validate()
+    return enqueue(engine, "loop", cfg.to_dict(), created_by=uid)

@@ -1,0 +1,414 @@
+"""The RATIONAL loop end to end (arXiv 2503.05021), through the product's own functions:
+
+1 prompts (built-in sets, contamination-checked) · 2 mutations · 3 self-check generation · 4 rejection-sampling
+filter (auto-approve, no human edits) · 5 export + LoRA SFT per arm · 6 evaluation of base and every arm, then a
+Markdown report + metrics JSON. Arms: the main recipe and three ablations (self-check system prompt kept at
+training time, answer-only targets, benign traces excluded). Every stage's wall time is recorded and printed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy.engine import Engine
+
+import training.jobs  # noqa: F401  (registers the "train" job kind that run_job_here runs)
+from core.vocabulary import DEFAULT_MODEL, TraceStatus
+from curation.export.snapshot import create_export
+from curation.export.spec import ExportFilter, ExportOptions
+from curation.generation.config import GenerationConfig, Selection
+from curation.generation.runs import create_run, run_generation, sample_traces
+from curation.generation.runs import get_run as get_generation_run
+from curation.generation.strategies import REJECTION_SELF_CHECK
+from curation.generation.traceformat import DEFAULT_FORMAT
+from curation.judges.labels import label_summary, label_traces
+from curation.prompts.builtin import import_builtin
+from curation.prompts.contamination import check_contamination
+from curation.prompts.mutations import MutationConfig, run_mutations
+from curation.review.annotations import auto_decide
+from db.crud import prompt_rows, prompt_texts, set_names
+from db.engine import rational_home
+from db.filters import PromptFilter
+from db.jobs import run_job_here
+from db.models import utcnow
+from evaluation.report import build_report, write_report
+from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run
+from evaluation.suites import get_suite
+from training import runs
+from workflows.loop_filter import LEVELS, fill_survivors
+from workflows.loop_report import atomic_write, machine, render_report, yield_table
+
+STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
+ABLATIONS = ("keep_system_prompt", "answer_only", "no_benign")
+HARMFUL_TRAIN = ("harmbench_val", "advbench")
+BENIGN_TRAIN = ("coconot_contrast", "alpaca_harmless")  # JBB benign and XSTest are held out for over-refusal
+EVAL_SUITES = ("harmful", "attacks", "over_refusal")
+Log = Callable[[str], None]
+
+
+class LoopError(RuntimeError):
+    """The loop cannot go on (e.g. no trace survived the filter); the message names the stage and why."""
+
+
+@dataclass
+class LoopConfig:
+    model: str = DEFAULT_MODEL  # the student: trained and evaluated
+    teacher: Optional[str] = None  # generates traces (and style mutations); default: the student itself
+    backend: str = "transformers"
+    strategy: str = "two_pass"
+    samples: int = 2
+    temperature: float = 0.7
+    gen_max_tokens: int = 160
+    limit_train: int = 40  # prompts per behaviour (harmful / benign) for generation
+    limit_eval: int = 30  # prompts per eval set (per set and attack for the attack suite)
+    eval_max_tokens: int = 128
+    mutation: str = "templates"  # templates (jailbreak templates) | styles (SORRY-Bench rewrites by the teacher)
+    mutation_limit: int = 10  # harmful train prompts mutated
+    jbb_methods: list[str] = field(default_factory=lambda: ["PAIR", "GCG", "JBC"])
+    # Looser levels fill a behaviour up to min_per_behavior survivors, strictest first.
+    fallback: list[str] = field(default_factory=lambda: ["matches_expected"])
+    min_per_behavior: int = 10
+    generation_run: Optional[int] = None  # resume/reuse this generation run instead of starting a new one
+    acting_user: Optional[int] = None  # who runs it (None: the local operator, the CLI)
+    min_train_rows: int = 10  # fewer approved traces: stop at filtering (a LoRA run on 1-2 rows says nothing)
+    balance_ratio: float = 3.0  # at most this many approved traces of one behaviour per trace of the other
+    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
+    train_preset: Optional[str] = None
+    train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2})
+    eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
+    out: Optional[str] = None  # report folder; default RATIONAL_HOME/results/<tag>
+    seed: int = 0
+    tag: str = ""  # names this loop's sets/exports/runs; default: a timestamp
+
+    def validate(self) -> None:
+        bad = [a for a in self.ablations if a not in ABLATIONS]
+        if bad:
+            raise ValueError(f"ablation '{bad[0]}' is not one of {', '.join(ABLATIONS)}")
+        bad = [f for f in self.fallback if f not in LEVELS[1:]]
+        if bad:
+            raise ValueError(f"fallback '{bad[0]}' is not one of {', '.join(LEVELS[1:])}")
+        if self.mutation not in ("templates", "styles", "none"):
+            raise ValueError(f"mutation '{self.mutation}' is not one of templates, styles, none")
+        for name in ("samples", "limit_train", "limit_eval", "gen_max_tokens", "eval_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.balance_ratio < 1:
+            raise ValueError(f"balance_ratio must be >= 1, got {self.balance_ratio}")
+
+    @property
+    def arms(self) -> list[str]:
+        return ["main"] + list(self.ablations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoopConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+
+
+class RationalLoop:
+    def __init__(self, engine: Engine, config: LoopConfig, *, log: Log = print,
+                 stage_progress: Callable[[int, int, str], None] | None = None):
+        config.validate()
+        self.engine, self.cfg, self._log = engine, config, log
+        self.stage_progress = stage_progress or (lambda *_a: None)
+        self.tag = config.tag or utcnow().strftime("%Y%m%d-%H%M%S")
+        self.out = Path(config.out) if config.out else rational_home() / "results" / self.tag
+        self.timings: dict[str, float] = {}
+        self.results: dict[str, Any] = {"config": config.to_dict(), "tag": self.tag, "notes": []}
+
+    def log(self, line: str) -> None:
+        self._log(line)
+
+    def note(self, line: str) -> None:
+        self.results["notes"].append(line)
+        self.log("note: " + line)
+
+    # -- driver ---------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        t_all = time.perf_counter()
+        steps = [("prompts", self.stage_prompts), ("mutations", self.stage_mutations),
+                 ("generation", self.stage_generation), ("filtering", self.stage_filtering),
+                 ("training", self.stage_training), ("evaluation", self.stage_evaluation)]
+        try:
+            for i, (name, fn) in enumerate(steps):
+                self.stage_progress(i, len(STAGES), name)
+                t0 = time.perf_counter()
+                self.log(f"== stage {i + 1}/6: {name}")
+                fn()
+                self.timings[name] = round(time.perf_counter() - t0, 1)
+                self.log(f"== {name}: {self.timings[name]:.1f} s")
+        except BaseException as e:  # interrupted too: the report says where it stopped
+            self.results["error"] = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.timings["total"] = round(time.perf_counter() - t_all, 1)
+            self.stage_progress(len(STAGES) - 1, len(STAGES), "report")
+            self.write_outputs()
+        self.stage_progress(len(STAGES), len(STAGES), "done")
+        return self.results
+
+    # -- 1. prompts -----------------------------------------------------------------------------------------
+    def stage_prompts(self) -> None:
+        needed = set(HARMFUL_TRAIN + BENIGN_TRAIN + ("jailbreak_templates", "jbb_harmful"))
+        for s in self.cfg.eval_suites:
+            needed |= set(get_suite(s).builtin_sets)
+        for name in sorted(needed - set_names(self.engine)):
+            rep = import_builtin(self.engine, name)
+            self.log(f"imported built-in set {name}: {rep.inserted} prompts")
+
+    def _pick(self, sets: list[str], n: int, *, mutated: bool = False) -> list[tuple[int, str]]:
+        """Up to n train-split prompts taken round-robin over `sets` (so every source is represented)."""
+        per = [prompt_texts(self.engine, PromptFilter(set_names=[name], splits=["train"], set_kind="prompts",
+                                                      mutated=mutated), limit=n) for name in sets]
+        out: list[tuple[int, str]] = []
+        for i in range(n):
+            for rows in per:
+                if i < len(rows) and len(out) < n:
+                    out.append(rows[i])
+        return out
+
+    # -- 2. mutations ---------------------------------------------------------------------------------------
+    def stage_mutations(self) -> None:
+        cfg = self.cfg
+        if cfg.jbb_methods and "attacks" in cfg.eval_suites:
+            res = run_mutations(self.engine, MutationConfig(set_name="jbb_harmful", jbb_methods=cfg.jbb_methods,
+                                                            target_set="jbb_artifacts"))
+            self.log(f"JBB artifacts {', '.join(cfg.jbb_methods)}: {res['inserted']} new eval attack prompts")
+        into = f"loop_{self.tag}_mutations"
+        self.mutation_set = into
+        if cfg.mutation == "none":
+            self.results["mutations"] = {"kind": "none"}
+            return
+        if cfg.mutation == "styles":
+            mc = MutationConfig(set_name=HARMFUL_TRAIN[0], styles=["slang", "role_play", "misrepresentation"],
+                                target_set=into, model=cfg.teacher or cfg.model, backend=cfg.backend,
+                                limit=cfg.mutation_limit, seed=cfg.seed)
+            kind = "SORRY-Bench style rewrites by " + (cfg.teacher or cfg.model)
+        else:
+            tpl = [pid for pid, _ in prompt_texts(self.engine, PromptFilter(set_kind="jailbreak_templates"), limit=2)]
+            if not tpl:
+                raise LoopError("mutations: no jailbreak templates imported")
+            mc = MutationConfig(set_name=HARMFUL_TRAIN[0], template_ids=tpl, target_set=into,
+                                limit=cfg.mutation_limit)
+            kind = f"template jailbreaks ({len(tpl)} templates)"
+        res = run_mutations(self.engine, mc, log=self.log)
+        self.results["mutations"] = {"kind": kind, **res}
+        self.log(f"mutations ({kind}): {res['inserted']} new, {res['duplicates']} duplicates")
+
+    # -- 3. generation --------------------------------------------------------------------------------------
+    def stage_generation(self) -> None:
+        cfg = self.cfg
+        if cfg.generation_run:
+            self._reuse_generation(cfg.generation_run)
+            return
+        n = cfg.limit_train
+        n_mut = min(n // 4, cfg.mutation_limit) if cfg.mutation != "none" else 0
+        harmful = self._pick(list(HARMFUL_TRAIN), n - n_mut) + (
+            self._pick([self.mutation_set], n_mut, mutated=True) if n_mut else [])
+        benign = self._pick(list(BENIGN_TRAIN), n)
+        chosen = dict(harmful + benign)
+        report = check_contamination(self.engine, chosen)
+        dropped = report.contaminated_prompt_ids
+        if dropped:
+            self.note(f"contamination check: {len(dropped)} training prompts overlap eval prompts; dropped")
+            chosen = {k: v for k, v in chosen.items() if k not in dropped}
+            report = check_contamination(self.engine, chosen)
+        if report.overlaps:
+            raise LoopError(f"prompts: the contamination check still fails: {report.summary()}")
+        self.results["prompts"] = {"harmful": len([p for p, _ in harmful if p in chosen]),
+                                   "benign": len([p for p, _ in benign if p in chosen]),
+                                   "mutated_harmful": n_mut, "contamination": "pass",
+                                   "dropped_for_contamination": len(dropped)}
+        self.log(f"training prompts: {self.results['prompts']}")
+        gc = GenerationConfig(model=cfg.teacher or cfg.model, backend=cfg.backend, strategy=cfg.strategy,
+                              samples=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.gen_max_tokens,
+                              seed=cfg.seed, student_model=cfg.model if cfg.teacher else None)
+        run = create_run(self.engine, gc, Selection(prompt_ids=sorted(chosen)), name=f"loop {self.tag}")
+        self.gen_run_id = run.id
+        summary = run_generation(self.engine, run.id, log=self.log,
+                                 progress=lambda d, t, m: self.stage_progress(2, len(STAGES), f"generation: {m}"))
+        self.results["generation"] = summary
+
+    def _reuse_generation(self, run_id: int) -> None:
+        """Resume an earlier run (its own prompt selection and settings); pairs it already holds are skipped."""
+        run = get_generation_run(self.engine, run_id)
+        if run is None:
+            raise LoopError(f"generation: run {run_id} does not exist")
+        wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+        earlier = {"created_at": str(run.created_at), "finished_at": str(run.finished_at),
+                   "wall_s": round(wall, 1) if wall is not None else None}
+        rows = [(r["id"], r["text"], r["expected_behavior"], r["mutation"])
+                for r in prompt_rows(self.engine, run.selection.get("prompt_ids") or [])]
+        # The reused run's own prompts are what gets trained on: they are what the check must cover.
+        report = check_contamination(self.engine, {pid: text for pid, text, _b, _m in rows})
+        if report.overlaps:
+            raise LoopError(f"prompts: run {run_id} holds training prompts that overlap eval prompts: "
+                            f"{report.summary()}")
+        self.results["prompts"] = {"harmful": sum(b == "refuse" for _i, _t, b, _m in rows),
+                                   "benign": sum(b == "comply" for _i, _t, b, _m in rows),
+                                   "mutated_harmful": sum(m is not None for _i, _t, _b, m in rows),
+                                   "contamination": "pass", "dropped_for_contamination": 0}
+        self.log(f"training prompts (run {run_id}): {self.results['prompts']}")
+        self.gen_run_id = run_id
+        self.note(f"generation: reused run {run_id} (its prompts and settings); stored samples are not regenerated, "
+                  "so the generation time below covers only what was missing")
+        summary = run_generation(self.engine, run_id, log=self.log,
+                                 progress=lambda d, t, m: self.stage_progress(2, len(STAGES), f"generation: {m}"))
+        self.results["generation"] = {**summary, "reused_run": run_id, "earlier_summary": earlier}
+
+    # -- 4. filtering (rejection sampling) ------------------------------------------------------------------
+    def stage_filtering(self) -> None:
+        label_traces(self.engine, run_id=self.gen_run_id)
+        rows = label_summary(self.engine, self.gen_run_id)
+        yields: dict[str, dict[str, Any]] = {}
+        keep: dict[str, list[int]] = {}
+        for beh in sorted({r["behavior"] for r in rows}):
+            rs = [r for r in rows if r["behavior"] == beh]
+            y = {"samples": len(rs), "prompts": len({r["prompt_id"] for r in rs}),
+                 "parsed": sum(r["parse_ok"] for r in rs),
+                 "matches_expected": sum(r["match"] for r in rs),
+                 "consistent": sum(r["consistent"] for r in rs),
+                 "strict": sum(r["strict"] for r in rs), "truncated": sum(r["truncated"] for r in rs)}
+            level, ok, added = fill_survivors(rs, self.cfg.fallback, self.cfg.min_per_behavior)
+            for fb, n in added:
+                warn = {"decision": " — their reasoning is truncated or unparsed",
+                        "parsed": " — NOT verified as the expected behaviour",
+                        "any": " — NOT verified at all"}.get(fb, "")
+                self.note(f"{beh}: {y['strict']} strict survivors (parse + consistent + matches expected), fewer "
+                          f"than {self.cfg.min_per_behavior}; added {n} at level '{fb}'{warn}")
+            y.update(level=level, survived=len(ok), prompts_with_survivor=len({r["prompt_id"] for r in ok}))
+            yields[beh] = y
+            keep[beh] = [r["id"] for r in ok]
+        survivors = {i for ids in keep.values() for i in ids}
+        # Balance: a behaviour may have at most balance_ratio x the other's traces; the rest stay pending.
+        if len(keep) == 2 and all(keep.values()):
+            small = min(len(v) for v in keep.values())
+            cap = int(self.cfg.balance_ratio * small)
+            for beh, ids in keep.items():
+                if len(ids) > cap:
+                    self.note(f"balance: {beh} keeps {cap} of {len(ids)} surviving traces "
+                              f"(ratio {self.cfg.balance_ratio}:1)")
+                    keep[beh] = ids[:cap]
+                yields[beh]["used"] = len(keep[beh])
+        else:
+            for beh in keep:
+                yields[beh]["used"] = len(keep[beh])
+            missing = [b for b in ("refuse", "comply") if not keep.get(b)]
+            if missing:
+                self.note(f"too few traces survive: none for {', '.join(missing)}; cannot balance")
+        approved = {i for ids in keep.values() for i in ids}
+        if not approved:
+            self.results["yield"] = yields
+            raise LoopError("filtering: no trace survived for any behaviour; see the yield table")
+        if len(approved) < self.cfg.min_train_rows:
+            self.results["yield"] = yields
+            raise LoopError(f"filtering: only {len(approved)} traces survived (min_train_rows "
+                            f"{self.cfg.min_train_rows}); the limiting stage is the yield of usable traces")
+        # Survivors left out only for balance stay pending: a person may still review them.
+        auto_decide(self.engine, self.cfg.acting_user, {
+            r["id"]: TraceStatus.APPROVED if r["id"] in approved else
+            TraceStatus.PENDING if r["id"] in survivors else TraceStatus.REJECTED for r in rows})
+        self.results["yield"] = yields
+        self.results["samples"] = sample_traces(self.engine, self.gen_run_id)
+        self.log("yield per behaviour:\n" + yield_table(yields))
+
+    # -- 5. export + training -------------------------------------------------------------------------------
+    def stage_training(self) -> None:
+        cfg = self.cfg
+        self.train_runs: dict[str, int] = {}
+        self.results["training"] = {}
+        for arm in cfg.arms:
+            t0 = time.perf_counter()
+            flt, opts = arm_export(arm, self.gen_run_id, cfg.seed)
+            name = f"loop-{self.tag}-{arm}"
+            snap = create_export(self.engine, name, "sft", flt, opts, formats=["hf", "jsonl"],
+                                 created_by=cfg.acting_user)
+            run, job = runs.create_run(self.engine, base_model=cfg.model, method="sft", export_name=snap.name,
+                                       preset=cfg.train_preset, overrides=dict(cfg.train_overrides),
+                                       name=name, created_by=cfg.acting_user)
+            self.log(f"[{arm}] export {name}: {snap.row_count} rows; training run {run.id} (job {job.id})")
+            done = run_job_here(self.engine, job.id)
+            r = runs.get_run(self.engine, run.id)
+            if done.status != "succeeded" or r.status != "succeeded":
+                raise LoopError(f"training [{arm}] run {run.id} {r.status}: {r.error or done.error}\n"
+                                f"{(r.log_tail or '')[-2000:]}")
+            self.train_runs[arm] = run.id
+            self.results["training"][arm] = {"export": name, "rows": snap.row_count, "counts": snap.counts,
+                                             "run_id": run.id, "adapter": r.adapter_path,
+                                             "steps": r.global_step, "metrics": r.metrics,
+                                             "seconds": round(time.perf_counter() - t0, 1)}
+
+    # -- 6. evaluation --------------------------------------------------------------------------------------
+    def stage_evaluation(self) -> None:
+        cfg = self.cfg
+        self.eval_runs: dict[str, dict[str, int]] = {}
+        ev: dict[str, Any] = {}
+        for arm in ["base"] + cfg.arms:
+            self.eval_runs[arm] = {}
+            for suite in cfg.eval_suites:
+                t0 = time.perf_counter()
+                spec = EvalSpec(suite=suite, limit=cfg.limit_eval, max_tokens=cfg.eval_max_tokens,
+                                temperature=0.0, backend=cfg.backend, seed=cfg.seed,
+                                name=f"loop {self.tag} {arm} {suite}",
+                                **({"model": cfg.model} if arm == "base"
+                                   else {"training_run_id": self.train_runs[arm]}))
+                run = create_eval_run(self.engine, spec)
+                run = execute_eval_run(self.engine, run.id)
+                self.eval_runs[arm][suite] = run.id
+                rows = (run.metrics or {}).get("rows", [])
+                ev.setdefault(arm, {})[suite] = {
+                    "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1),
+                    "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")]}
+                self.log(f"[{arm}] {suite}: " + ", ".join(
+                    f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))
+        self.results["evaluation"] = ev
+        self.results["eval_runs"] = self.eval_runs
+
+    # -- report ---------------------------------------------------------------------------------------------
+    def write_outputs(self) -> None:
+        self.results["timings_s"] = dict(self.timings)
+        self.results["machine"] = machine()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if "evaluation" in self.results and "base" in getattr(self, "eval_runs", {}):
+            self._comparison_reports()
+        atomic_write(self.out / "metrics.json", json.dumps(self.results, indent=1, default=str))
+        atomic_write(self.out / "report.md", render_report(self.results))
+        self.log(f"report: {self.out / 'report.md'}")
+
+    def _comparison_reports(self) -> None:
+        files = {}
+        for suite, base_id in self.eval_runs["base"].items():
+            main_id = self.eval_runs.get("main", {}).get(suite)
+            if main_id is None:
+                continue
+            try:
+                path = write_report(build_report(self.engine, base_id, main_id, examples=3),
+                                    self.out / f"compare_{suite}.md")
+                files[suite] = path.name
+            except Exception as e:  # the loop's own report must still be written
+                self.note(f"comparison report for {suite} failed: {type(e).__name__}: {e}")
+        self.results["comparison_reports"] = files
+
+
+def arm_export(arm: str, run_id: int, seed: int = 0):
+    """(ExportFilter, ExportOptions) of one arm: the main recipe, or one ablation changed from it."""
+    opts = ExportOptions(seed=seed)
+    flt = ExportFilter(run_ids=[run_id])
+    if arm == "keep_system_prompt":
+        opts.system_prompt = DEFAULT_FORMAT.fill(REJECTION_SELF_CHECK)
+    elif arm == "answer_only":
+        opts.reasoning_template = "{response}"
+    elif arm == "no_benign":
+        flt.behaviors = ["refuse", "partial"]
+    elif arm != "main":
+        raise ValueError(f"arm '{arm}' is not main or one of {', '.join(ABLATIONS)}")
+    return flt, opts
+
+
