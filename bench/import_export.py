@@ -59,7 +59,7 @@ def _rss_mib() -> float:
 def _child(kind: str, url: str, path: str, out) -> None:
     from sqlalchemy import insert
 
-    from curation.prompts.identity import prompt_sha256
+    from core.identity import prompt_sha256
     from curation.prompts.importer import ImportConfig, PromptImporter
     from db.engine import make_engine
     from db.migrate import upgrade

@@ -86,8 +86,8 @@ def _seed_training_data(engine, n_prompts: int = 200) -> None:
 
 def bench_training(home: Path, steps: int, reps: int = 2) -> dict:
     from app.worker import Worker
+    from curation.backends.catalog import resolve_model
     from curation.export.snapshot import create_export
-    from curation.generation.catalog import resolve_model
     from db.engine import make_engine
     from db.migrate import upgrade
     from training.runs import create_run, get_run
@@ -141,8 +141,8 @@ def bench_export(home: Path, n_traces: int) -> dict:
     from sqlalchemy import insert, select
     from sqlmodel import Session
 
+    from core.identity import prompt_sha256
     from curation.export.snapshot import create_export
-    from curation.prompts.identity import prompt_sha256
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Prompt, PromptSet, Trace
@@ -193,8 +193,6 @@ def bench_export(home: Path, n_traces: int) -> dict:
         last[0] = now
 
     import datasets  # noqa: F401,E401  (a running worker has these loaded already)
-    import pyarrow.parquet
-    import rapidfuzz
 
     t0 = time.perf_counter()
     res = create_export(eng, "bench-100k", "sft", out_dir=home / f"exports-100k-{os.getpid()}", progress=progress)

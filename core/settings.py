@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         json_schema_extra={"default_text": "`.venv-vllm/bin/python` when present"})
     rational_torch_threads: int = Field(
         0, description="CPU threads for the transformers backend (0: torch's default)")
+    rational_engine_idle_s: float = Field(
+        600.0, description="seconds the worker keeps an idle model engine loaded for the next job")
     openai_base_url: str = Field(
         "http://127.0.0.1:8000/v1", description="default server of the `openai` backend")
     openai_api_key: str = Field("", description="API key sent to that server")

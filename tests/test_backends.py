@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from curation.generation.backends import ChatRequest, ChatResult, Completion, SamplingParams
+from curation.backends import ChatRequest, ChatResult, Completion, SamplingParams
 
 
 @pytest.fixture(scope="module")
 def hf_backend(tiny_model_dir):
-    from curation.generation.backends import make_backend
+    from curation.backends import make_backend
 
     be = make_backend("transformers", str(tiny_model_dir), batch_size=4)
     yield be
@@ -20,7 +20,7 @@ def hf_backend(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def openai_backend(vllm_server):
-    from curation.generation.backends import make_backend
+    from curation.backends import make_backend
 
     be = make_backend("openai", "tiny", base_url=vllm_server, concurrency=4, timeout_s=120, max_retries=1)
     yield be

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from curation.generation.backends import BackendError, ChatRequest, SamplingParams, make_backend
+from curation.backends import BackendError, ChatRequest, SamplingParams, make_backend
 
 
 class Script:

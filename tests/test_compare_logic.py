@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.identity import prompt_sha256
 from curation.auth import create_user
-from curation.prompts.identity import prompt_sha256
 from db.models import (
     AutoLabel,
     EvalLabel,

@@ -121,7 +121,7 @@ class _FakeJudge:
         self.replies = replies
 
     def generate(self, reqs):
-        from curation.generation.backends import ChatResult, Completion
+        from curation.backends import ChatResult, Completion
 
         assert len(reqs) == len(self.replies)
         assert "COMPLIANCE:" in reqs[0].messages[0]["content"]  # the CoCoNot rubric template

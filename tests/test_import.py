@@ -10,8 +10,8 @@ from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
 import curation.prompts.importer as importer_mod
+from core.identity import prompt_sha256
 from curation.prompts.builtin import BUILTIN_SETS, import_builtin
-from curation.prompts.identity import prompt_sha256
 from curation.prompts.importer import ImportConfig, PromptImporter
 from curation.prompts.readers import ImportFileError
 from db.models import Prompt, PromptImport, PromptSet

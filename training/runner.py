@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from curation.generation.catalog import resolve_model
+from curation.backends.catalog import resolve_model
 from db.models import ExportSnapshot, TrainingCheckpoint, TrainingMetric, TrainingRun
 from training.config import TrainConfig
 

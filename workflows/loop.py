@@ -20,10 +20,11 @@ from core.vocabulary import DEFAULT_MODEL, TraceStatus
 from curation.export.snapshot import create_export
 from curation.export.spec import ExportFilter, ExportOptions
 from curation.generation.config import GenerationConfig, Selection
-from curation.generation.runs import create_run, run_generation, sample_traces
+from curation.generation.runs import create_run, run_generation
 from curation.generation.runs import get_run as get_generation_run
-from curation.generation.strategies import REJECTION_SELF_CHECK
+from curation.generation.selfcheck import REJECTION_SELF_CHECK
 from curation.generation.traceformat import DEFAULT_FORMAT
+from curation.generation.yields import sample_traces
 from curation.judges.labels import label_summary, label_traces
 from curation.prompts.builtin import import_builtin
 from curation.prompts.contamination import check_contamination

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    model: Optional[str] = typer.Option(None, "--model", help="model folder or name (curation.generation.catalog); with "
+    model: Optional[str] = typer.Option(None, "--model", help="model folder or name (curation.backends.catalog); with "
                                         "--run, defaults to the training run's base model"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder (PEFT)"),
     run: Optional[int] = typer.Option(None, "--run", help="training run id: evaluate its adapter"),

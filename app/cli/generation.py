@@ -33,6 +33,36 @@ def _wait(eng, job_id: int, label: str) -> None:
     cli.out.print(f"job {job.id} succeeded: {job.result}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _typed(pairs: dict[str, str]) -> dict:
+    """key=value strings with numbers as numbers."""
+    out: dict = {}
+    for k, v in pairs.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _yield_table(eng, run_id: int) -> None:
+    from curation.generation.runs import get_run
+
+    s = get_run(eng, run_id).summary or {}
+    t = Table("behaviour", "samples", "parsed", "matches expected", "usable", "usable %")
+    for b, y in sorted((s.get("yield") or {}).items()):
+        t.add_row(b, str(y["samples"]), str(y["parsed"]), str(y["matches"]), str(y["usable"]),
+                  f"{100 * y['usable'] / max(1, y['samples']):.0f}%")
+    cli.out.print(t)
+    for reason, n in list((s.get("rejected") or {}).items())[:8]:
+        cli.out.print(f"  rejected {n}: {reason}", markup=False, highlight=False)
+    cli.out.print(f"{s.get('tokens_per_s')} tok/s over {s.get('elapsed_s')} s; rejected samples: "
+                  f"`rational generate --resume {run_id}` keeps the run, the Generate page lists them", markup=False,
+                  highlight=False)
+
+
 def generate(
     set_name: Optional[str] = typer.Option(None, "--set", help="prompt set to generate for"),
     split: Optional[str] = typer.Option(None, "--split", help="train | eval"),
@@ -41,16 +71,18 @@ def generate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF id, local folder, or served name"),
     backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | openai"),
     samples: int = typer.Option(1, "--samples", help="K samples per prompt"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="single | prefill | two_pass (default: "
-                                           "two_pass for the embedded SmolLM2, which never follows the reasoning "
-                                           "format on its own; single otherwise)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="single | prefill | two_pass | few_shot | "
+                                           "scaffold (default: the best measured yield for the model)"),
+    strategy_set: List[str] = typer.Option([], "--strategy-set", help="a strategy parameter key=value, e.g. "
+                                           "n_demos=3 or comply_reply=scaffold (repeatable)"),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
-    max_tokens: int = typer.Option(512, "--max-tokens"),
+    max_tokens: int = typer.Option(192, "--max-tokens"),
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages "
                                                        "loops; default 1.0"),
     stop: Optional[str] = typer.Option(None, "--stop", help="comma list of stop strings, escapes like \\n allowed "
-                                       "(default: '\\n\\n' for the embedded SmolLM2, else none)"),
+                                       "(default: '\\n\\n' for a one-pass strategy on the embedded SmolLM2, "
+                                       "which never ends on its own; scaffold and few_shot stop by themselves)"),
     seed: int = typer.Option(0, "--seed"),
     student: Optional[str] = typer.Option(None, "--for-model", help="the model the traces are for, when --model "
                                           "is a separate teacher"),
@@ -82,24 +114,24 @@ def generate(
         if bad:
             cli.fail(f"--behavior {bad[0]!r} is not one of {', '.join(BEHAVIORS)}")
         if strategy is None:
-            from curation.generation.catalog import SMOLLM2_ALIASES
+            from curation.generation.yields import default_strategy
 
-            strategy = "two_pass" if model in SMOLLM2_ALIASES else "single"
+            strategy, why = default_strategy(eng, model)
+            cli.err.print(f"strategy {strategy}: {why}", markup=False, highlight=False, soft_wrap=True)
         if repetition_penalty is None:
-            from curation.generation.catalog import SMOLLM2_ALIASES
-
             repetition_penalty = 1.0
         if stop is None:
-            from curation.generation.catalog import SMOLLM2_ALIASES
+            from curation.backends.catalog import SMOLLM2_ALIASES
 
-            # SmolLM2-135M never ends on its own (it loops to max_tokens): one paragraph per pass.
-            stop = "\\n\\n" if model in SMOLLM2_ALIASES else ""
+            one_pass = strategy in ("single", "two_pass")
+            stop = "\\n\\n" if model in SMOLLM2_ALIASES and one_pass else ""
         opts = {"base_url": base_url} if base_url and backend == "openai" else {}
         cfg = GenerationConfig(model=model, backend=backend, strategy=strategy, samples=samples,
                                temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                repetition_penalty=repetition_penalty,
                                stop=[x.encode().decode("unicode_escape") for x in stop.split(",") if x],
-                               student_model=student, backend_options=opts)
+                               student_model=student, backend_options=opts,
+                               strategy_params=_typed(cli.parse_pairs(strategy_set, "--strategy-set")))
         sel = Selection(set_names=[set_name], split=split, behaviors=behaviors, limit=limit)
         try:
             cfg.validate()
@@ -112,7 +144,9 @@ def generate(
     job = enqueue_generation(eng, None, run.id)
     cli.out.print(f"generation run {run.id}: {total - done} of {total} samples to generate; job {job.id}")
     if wait:
-        _wait(eng, job.id, f"run {run.id}")
+        job = cli.wait_for_job(eng, job.id, f"run {run.id}")
+        cli.finished_or_fail(job)
+        _yield_table(eng, run.id)
     else:
         cli.out.print("queued; start a worker with 'rational worker' (or pass --wait)")
 
@@ -179,13 +213,18 @@ def label(
     _wait(eng, job.id, "label")
 
 
+def _register_builtin_templates() -> None:
+    """Each module registers its built-in texts when imported."""
+    import curation.generation.runs  # noqa: F401
+    import curation.judges.llm  # noqa: F401
+    import curation.prompts.mutations  # noqa: F401
+
+
 @templates_app.command("list")
 def templates_list() -> None:
     """Every template with its latest version."""
-    import curation.generation.runs  # noqa: F401  (register built-ins)
-    import curation.judges.llm  # noqa: F401
-    import curation.prompts.mutations  # noqa: F401
-    from curation.generation.templates import BUILTIN_TEMPLATES, get_template
+    _register_builtin_templates()
+    from curation.templates import BUILTIN_TEMPLATES, get_template
 
     eng = cli.engine()
     t = Table("name", "version", "first line")
@@ -197,10 +236,8 @@ def templates_list() -> None:
 
 @templates_app.command("show")
 def templates_show(name: str, version: Optional[int] = typer.Option(None, "--version")) -> None:
-    import curation.generation.runs  # noqa: F401
-    import curation.judges.llm  # noqa: F401
-    import curation.prompts.mutations  # noqa: F401
-    from curation.generation.templates import get_template
+    _register_builtin_templates()
+    from curation.templates import get_template
 
     try:
         tpl = get_template(cli.engine(), name, version)
@@ -215,10 +252,8 @@ def templates_save(name: str, path: str = typer.Argument(..., help="file holding
     """Save a new version of a template from a file (older versions stay; runs keep the text they used)."""
     from pathlib import Path
 
-    import curation.generation.runs  # noqa: F401
-    import curation.judges.llm  # noqa: F401
-    import curation.prompts.mutations  # noqa: F401
-    from curation.generation.templates import save_template
+    _register_builtin_templates()
+    from curation.templates import save_template
 
     p = Path(path)
     if not p.exists():

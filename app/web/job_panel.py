@@ -89,3 +89,62 @@ def job_panel(engine, job_id: int, *, refresh_s: float = 1.0) -> None:
             job_outcome(current)
 
     _panel()
+
+
+def yield_frame(summary: dict) -> pd.DataFrame:
+    rows = []
+    for b, y in sorted((summary.get("yield") or {}).items()):
+        n = y["samples"] or 1
+        rows.append({"behaviour": b, "samples": y["samples"], "parsed": y["parsed"], "matches expected": y["matches"],
+                     "usable": y["usable"], "usable %": round(100 * y["usable"] / n, 1)})
+    return pd.DataFrame(rows, columns=["behaviour", "samples", "parsed", "matches expected", "usable", "usable %"])
+
+
+def run_panel(engine, run_id: int, *, refresh_s: float = 2.0) -> None:
+    """A generation run, live: samples as they finish with tokens/s and ETA, its yield per behaviour, the newest
+    traces, and why samples were rejected."""
+    from curation.generation.runs import get_run
+    from curation.generation.yields import latest_traces, rejected_samples
+
+    run = get_run(engine, run_id)
+    if run is None:
+        st.info(f"Generation run {run_id} no longer exists.")
+        return
+    live = run.status in ("queued", "running")
+
+    @st.fragment(run_every=refresh_s if live else None)
+    def _panel() -> None:
+        r = get_run(engine, run_id)
+        s = r.summary or {}
+        total, done = s.get("total") or 0, s.get("done") or 0
+        eta = s.get("eta_s")
+        label = (f"Run {r.id}: {r.status} · {done:,}/{total:,} samples · {s.get('tokens_per_s', 0):.0f} tok/s · "
+                 f"elapsed {_clock(s.get('elapsed_s'))} · ETA {_clock(eta) if eta is not None else '-'}")
+        st.progress(min(1.0, done / total) if total else 0.0, text=label)
+        if r.status == "queued":
+            st.caption("Queued: a worker picks it up (`rational worker`).")
+        st.dataframe(yield_frame(s), hide_index=True, width="stretch")
+        newest = latest_traces(engine, run_id, limit=10)
+        if newest:
+            st.caption("Newest traces (they appear as each sample finishes)")
+            st.dataframe(pd.DataFrame(newest)[["trace_id", "behavior", "usable", "why", "prompt", "reasoning",
+                                               "response"]], hide_index=True, width="stretch")
+        rejected = s.get("rejected") or {}
+        if rejected:
+            with st.expander(f"Why samples were rejected ({sum(rejected.values())} reasons)"):
+                st.dataframe(pd.DataFrame([{"reason": k, "samples": v} for k, v in rejected.items()]),
+                             hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(rejected_samples(engine, run_id, limit=50)), hide_index=True,
+                             width="stretch")
+        if live and r.status not in ("queued", "running"):
+            st.rerun(scope="app")  # it just ended: redraw once without polling
+
+    _panel()
+
+
+def _clock(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 from sqlalchemy import select
 
-from curation.generation.backends import BACKENDS, SamplingParams
+from curation.backends import BACKENDS, SamplingParams
+from curation.generation.strategies import get_strategy
 from curation.generation.traceformat import TraceFormat
 from db.filters import PromptFilter
 from db.models import Prompt
@@ -26,15 +27,13 @@ class GenerationConfig:
     seed: int = 0
     open_tag: str = "<think>"
     close_tag: str = "</think>"
-    batch_prompts: int = 16  # prompts per backend call
+    batch_prompts: int = 256  # samples in flight at once (the backend batches them)
     student_model: Optional[str] = None  # the model the traces are for, when a teacher writes them
+    strategy_params: dict[str, Any] = field(default_factory=dict)  # over the strategy's defaults (n_demos, …)
     backend_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        from curation.generation.strategies import STRATEGIES
-
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy '{self.strategy}' is not one of {', '.join(STRATEGIES)}")
+        get_strategy(self.strategy)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.samples <= 64:

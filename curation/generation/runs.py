@@ -1,47 +1,68 @@
-"""Generation runs: create one (with a snapshot of its templates), run it (resumable: stored (prompt, sample)
-pairs are skipped), and summarise each run's yield."""
+"""Generation runs: create one (with a snapshot of its strategy and templates), run it, and summarise it.
+
+A run is resumable: stored (prompt, sample) pairs are skipped. Samples stream: each one is stored with its
+auto-labels the moment its last step is back, and the run's progress (samples, tokens/s, ETA) and yield per
+behaviour (parsed, matches expected, usable) are updated as it goes.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
-from typing import Any, Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.vocabulary import LabelKind
-from curation.generation.backends import SamplingParams
+from curation.backends.catalog import resolve_model
+from curation.backends.engines import engine as warm_engine
 from curation.generation.config import GenerationConfig, Selection
-from curation.generation.strategies import Work, sample_chunk, system_prompt, template_names
-from curation.generation.templates import get_template
-from curation.generation.traceformat import ParsedTrace
+from curation.generation.demos import DemoPicker
+from curation.generation.scheduler import drive
+from curation.generation.strategies import Draft, SampleContext, Strategy, get_strategy
+from curation.generation.yields import run_yield
+from curation.judges import gates
+from curation.judges.labels import trace_labels
+from curation.templates import get_template
 from db.engine import write_engine
 from db.jobs import JobCancelled
-from db.models import GenerationRun, Prompt, Trace, utcnow
+from db.models import AutoLabel, GenerationRun, Trace, utcnow
+
+Progress = Callable[[int, int, str], None]
+FLUSH_S = 0.5  # how often finished samples are written (and progress shown)
+SUMMARY_S = 2.0  # how often the run's live yield is recomputed
 
 
 def create_run(engine: Engine, config: GenerationConfig, selection: Selection, *, name: str = "",
                created_by: int | None = None) -> GenerationRun:
-    """Record a run with a snapshot of the exact template texts it will use (later edits do not change it)."""
+    """Record a run with a snapshot of its strategy and the exact template texts it will use (later edits do
+    not change it)."""
     config.validate()
+    strategy = get_strategy(config.strategy)
     snap = {}
-    for n in template_names(config.strategy):
+    for n in strategy.template_names():
         t = get_template(engine, n)
         snap[n] = {"version": t.version, "ref": t.ref, "text": t.text}
+    params = config.to_dict()
+    params["strategy_params"] = {**strategy.defaults, **config.strategy_params}
+    params["strategy_ref"] = strategy.ref
     with Session(engine, expire_on_commit=False) as s:
         run = GenerationRun(name=name or f"{config.strategy} · {config.model}", model=config.model,
-                            backend=config.backend, strategy=config.strategy, params=config.to_dict(),
-                            templates=snap, selection=asdict(selection), created_by=created_by)
+                            backend=config.backend, strategy=config.strategy, params=params, templates=snap,
+                            selection=asdict(selection), created_by=created_by)
         s.add(run)
         s.commit()
         s.refresh(run)
         return run
 
 
-
-# -- running ------------------------------------------------------------------------------------------------
-Progress = Callable[[int, int, str], None]
+@dataclass
+class Work:
+    prompt_id: int
+    text: str
+    behavior: str
+    sample_indices: list[int]
 
 
 def pending_work(engine: Engine, run: GenerationRun) -> tuple[list[Work], int, int]:
@@ -60,138 +81,149 @@ def pending_work(engine: Engine, run: GenerationRun) -> tuple[list[Work], int, i
     return works, total - sum(len(w.sample_indices) for w in works), total
 
 
+@dataclass
+class _Sample:
+    prompt_id: int
+    text: str
+    behavior: str
+    index: int
+
+
+def _contexts(engine: Engine, run: GenerationRun, cfg: GenerationConfig, strategy: Strategy, works: list[Work]):
+    params = {**strategy.defaults, **(run.params.get("strategy_params") or {})}
+    texts = {name: snap["text"] for name, snap in run.templates.items()}
+    picker = DemoPicker(engine, seed=cfg.seed) if strategy.uses_demos else None
+    sampling = cfg.sampling()
+    for w in works:
+        for k in w.sample_indices:
+            demos = picker.pick(w.text, w.behavior, int(params.get("n_demos", 0)), prompt_id=w.prompt_id,
+                                sample=k) if picker else []
+            ctx = SampleContext(prompt=w.text, behavior=w.behavior, fmt=cfg.format(), templates=texts,
+                                sampling=sampling, params=params, demos=demos)
+            yield _Sample(w.prompt_id, w.text, w.behavior, k), strategy.steps(ctx)
+
+
+def _trace(run: GenerationRun, cfg: GenerationConfig, sample: _Sample, d: Draft, seconds: float) -> Trace:
+    p = d.parsed
+    reasoning, response, trimmed, parse_ok, error = p.reasoning, p.response, False, p.parse_ok, p.error
+    if d.truncated and response:
+        kept = gates.trim_to_sentence(response)
+        if kept is not None:  # the format was fine; only the budget ran out: keep the full sentences
+            response, trimmed = kept, True
+            if error and "truncated" in error and p.reasoning:
+                parse_ok, error = True, None
+    meta = {**d.meta, "finish_reason": d.finish if len(d.finish) > 1 else d.finish[0], "parse_error": error,
+            "behavior": sample.behavior, "strategy_ref": run.params.get("strategy_ref")}
+    if trimmed:
+        meta["trimmed"] = True
+    if cfg.student_model and cfg.student_model != cfg.model:
+        meta.update(teacher=cfg.model, student_model=cfg.student_model)
+    # The behaviour's self-check prompt, then every other template edited from its built-in text (all versions
+    # are in meta["templates"]).
+    own = run.templates.get(f"self_check.{sample.behavior}") or {"ref": ""}
+    template_refs = "+".join([own["ref"]] + [snap["ref"] for name, snap in sorted(run.templates.items())
+                                             if snap["version"] and not name.startswith("self_check.")])
+    meta["templates"] = {name: snap["version"] for name, snap in run.templates.items()}
+    return Trace(prompt_id=sample.prompt_id, run_id=run.id, sample_index=sample.index, reasoning=reasoning,
+                 response=response, raw=d.raw, parse_ok=parse_ok, strategy=run.strategy, model=cfg.model,
+                 backend=cfg.backend, template_version=template_refs[:100], sampling=cfg.sampling().to_dict(),
+                 prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens,
+                 gen_seconds=round(seconds, 4), meta=meta)
+
+
+def _store(engine: Engine, rows: list[tuple[Trace, str, str]]) -> None:
+    """Finished samples and their auto-labels, in one transaction."""
+    with Session(write_engine(engine)) as s:
+        s.add_all([t for t, _, _ in rows])
+        s.flush()
+        labels = [dict(trace_id=t.id, kind=lb.kind, agent=lb.agent, label=lb.label, score=lb.score,
+                       rationale=lb.rationale, created_at=utcnow())
+                  for t, expected, prompt in rows for lb in trace_labels(t, expected, prompt)]
+        if labels:
+            s.execute(insert(AutoLabel), labels)
+        s.commit()
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progress | None = None,
                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Generate every missing (prompt, sample) of a run, storing each batch in one transaction."""
-    with Session(engine, expire_on_commit=False) as s:
-        run = s.get(GenerationRun, run_id)
+    """Generate every missing (prompt, sample) of a run; store each sample as it finishes."""
+    run = get_run(engine, run_id)
     if run is None:
         raise ValueError(f"generation run {run_id} does not exist")
     cfg = GenerationConfig.from_dict(run.params)
-    fmt = cfg.format()
+    strategy = get_strategy(run.strategy)
     works, done, total = pending_work(engine, run)
     log = log or (lambda _line: None)
-    log(f"run {run.id}: {total} samples, {done} already stored, {len(works)} prompts to do "
-        f"({cfg.strategy}, {cfg.backend}, {cfg.model})")
-    _set_status(engine, run.id, "running")
-    own_backend = backend is None
-    if own_backend:
-        from curation.generation.backends import make_backend
-        from curation.generation.catalog import resolve_model
+    log(f"run {run.id}: {total} samples, {done} already stored, {sum(len(w.sample_indices) for w in works)} to "
+        f"generate ({run.params.get('strategy_ref', run.strategy)}, {cfg.backend}, {cfg.model})")
+    _set(engine, run.id, status="running", started_at=run.started_at or utcnow())
+    t_start, tokens, new = time.perf_counter(), 0, 0
+    last_flush = last_summary = 0.0
+    buffer: list[tuple[Trace, str, str]] = []
 
-        model = resolve_model(cfg.model) if cfg.backend != "openai" else cfg.model
-        backend = make_backend(cfg.backend, model, **cfg.backend_options)
-    tokens, seconds, parsed_ok, new = 0, 0.0, 0, 0
+    def flush(final: bool = False) -> None:
+        nonlocal buffer, last_flush, last_summary
+        if buffer:
+            _store(engine, buffer)
+            buffer = []
+        last_flush = time.perf_counter()
+        elapsed = last_flush - t_start
+        rate = new / elapsed if elapsed > 0 else 0.0
+        tps = tokens / elapsed if elapsed > 0 else 0.0
+        eta = (total - done - new) / rate if rate > 0 else None
+        if final or last_flush - last_summary >= SUMMARY_S:
+            last_summary = last_flush
+            _set(engine, run.id, summary={**run_yield(engine, run.id), "tokens": tokens,
+                                          "tokens_per_s": round(tps, 1), "elapsed_s": round(elapsed, 1),
+                                          "eta_s": None if final or eta is None else round(eta, 1),
+                                          "done": done + new, "total": total})
+        if progress:
+            progress(done + new, total, f"{done + new}/{total} samples · {tps:.0f} tok/s · elapsed "
+                     f"{_eta(elapsed)} · ETA {'-' if eta is None else _eta(eta)}")
+
     try:
         if progress:
-            progress(done, total, f"{done}/{total} samples")
-        for b in range(0, len(works), cfg.batch_prompts):
-            chunk = works[b:b + cfg.batch_prompts]
-            sampling = SamplingParams(**{**cfg.sampling().to_dict(), "seed": cfg.seed + chunk[0].prompt_id})
-            t0 = time.perf_counter()
-            samples = sample_chunk(run, cfg.strategy, fmt, chunk, backend, sampling)
-            seconds += time.perf_counter() - t0
-            rows = []
-            for w, got in zip(chunk, samples):
-                _, ref = system_prompt(run, w.behavior, fmt)
-                if cfg.strategy == "two_pass":
-                    ref = f"{ref}+{run.templates['two_pass.answer']['ref']}"
-                for k, smp in zip(w.sample_indices, got):
-                    p: ParsedTrace = smp["parsed"]
-                    meta = {**smp["meta"], "parse_error": p.error, "behavior": w.behavior}
-                    if cfg.student_model and cfg.student_model != cfg.model:
-                        meta.update(teacher=cfg.model, student_model=cfg.student_model)
-                    rows.append(Trace(prompt_id=w.prompt_id, run_id=run.id, sample_index=k, reasoning=p.reasoning,
-                                      response=p.response, raw=smp["raw"], parse_ok=p.parse_ok,
-                                      strategy=cfg.strategy, model=cfg.model, backend=cfg.backend,
-                                      template_version=ref[:100], sampling=sampling.to_dict(),
-                                      prompt_tokens=smp["prompt_tokens"],
-                                      completion_tokens=smp["completion_tokens"],
-                                      gen_seconds=round(smp["seconds"], 4), meta=meta))
-                    tokens += smp["completion_tokens"]
-                    parsed_ok += p.parse_ok
-            with Session(write_engine(engine)) as s:
-                s.add_all(rows)
-                s.commit()
-            new += len(rows)
-            done += len(rows)
-            tps = tokens / seconds if seconds else 0.0
-            if progress:
-                progress(done, total, f"{done}/{total} samples · {tps:.1f} tok/s · {parsed_ok}/{new} parsed")
-    except JobCancelled:
-        _set_status(engine, run.id, "cancelled")
+            progress(done, total, f"{done}/{total} samples · starting {cfg.backend}")
+        ctx = nullcontext(backend) if backend is not None else warm_engine(
+            cfg.backend, resolve_model(cfg.model) if cfg.backend != "openai" else cfg.model, **cfg.backend_options)
+        with ctx as be:
+            for sample, draft in drive(be, _contexts(engine, run, cfg, strategy, works),
+                                       max_inflight=cfg.batch_prompts):
+                buffer.append((_trace(run, cfg, sample, draft, time.perf_counter() - t_start), sample.behavior,
+                               sample.text))
+                tokens += draft.completion_tokens
+                new += 1
+                if time.perf_counter() - last_flush >= FLUSH_S:
+                    flush()
+            flush(final=True)
+    except BaseException as e:
+        try:  # keep every sample that finished: a resumed run then redoes only what was in flight
+            flush(final=True)
+        except Exception:
+            pass
+        _set(engine, run.id, status="cancelled" if isinstance(e, JobCancelled) else "failed")
         raise
-    except BaseException:
-        _set_status(engine, run.id, "failed")
-        raise
-    finally:
-        if own_backend:
-            backend.close()
-    _set_status(engine, run.id, "succeeded", finished=True)
-    summary = {"run_id": run.id, "total": total, "generated": new, "parse_ok": parsed_ok,
-               "completion_tokens": tokens, "seconds": round(seconds, 3),
-               "tokens_per_s": round(tokens / seconds, 2) if seconds else None}
-    log(f"run {run.id}: generated {new}, {parsed_ok} parsed, {summary['tokens_per_s']} tok/s")
-    return summary
+    _set(engine, run.id, status="succeeded", finished_at=utcnow())
+    summary = get_run(engine, run.id).summary
+    log(f"run {run.id}: generated {new}; " + "; ".join(
+        f"{b}: {y['usable']}/{y['samples']} usable ({y['parsed']} parsed, {y['matches']} match)"
+        for b, y in sorted(summary.get("yield", {}).items())) + f"; {summary.get('tokens_per_s')} tok/s")
+    return {"run_id": run.id, "total": total, "generated": new, "completion_tokens": tokens,
+            "seconds": summary.get("elapsed_s"), "tokens_per_s": summary.get("tokens_per_s"),
+            "yield": summary.get("yield"), "rejected": summary.get("rejected")}
 
 
-def _set_status(engine: Engine, run_id: int, status: str, finished: bool = False) -> None:
-    values: dict[str, Any] = {"status": status}
-    if finished:
-        values["finished_at"] = utcnow()
+def _set(engine: Engine, run_id: int, **values: Any) -> None:
     with engine.begin() as conn:
         conn.execute(update(GenerationRun).where(GenerationRun.id == run_id).values(**values))
 
 
-# -- reporting ----------------------------------------------------------------------------------------------
-def run_summaries(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
-    """Recent runs with their yield per expected behaviour: samples, parsed, auto-approve candidates. A weak
-    model often yields no usable refusal; this is shown, never hidden."""
-    from sqlalchemy import and_, case, func
-
-    from db.models import AutoLabel
-
-    cand = (select(AutoLabel.trace_id).where(AutoLabel.kind == LabelKind.AUTO_APPROVE, AutoLabel.label == "candidate")
-            .subquery())
-    q = (select(Trace.run_id, Prompt.expected_behavior, func.count(Trace.id),
-                func.sum(case((Trace.parse_ok.is_(True), 1), else_=0)), func.count(cand.c.trace_id),
-                func.sum(Trace.completion_tokens), func.sum(Trace.gen_seconds))
-         .join(Prompt, Prompt.id == Trace.prompt_id).outerjoin(cand, and_(cand.c.trace_id == Trace.id))
-         .where(Trace.run_id.is_not(None)).group_by(Trace.run_id, Prompt.expected_behavior))
-    with Session(engine) as s:
-        runs = list(s.execute(select(GenerationRun).order_by(GenerationRun.id.desc()).limit(limit)).scalars())
-        stats = s.execute(q.where(Trace.run_id.in_([r.id for r in runs]))).all()
-    by_run: dict[int, list] = {}
-    for run_id, behavior, n, parsed, candidates, _tok, _sec in stats:
-        by_run.setdefault(run_id, []).append((behavior, n, int(parsed or 0), int(candidates or 0)))
-    out = []
-    for r in runs:
-        rows = by_run.get(r.id, [])
-        n = sum(x[1] for x in rows)
-        out.append({
-            "id": r.id, "name": r.name, "model": r.model, "backend": r.backend, "strategy": r.strategy,
-            "status": r.status, "samples": n, "parsed": sum(x[2] for x in rows),
-            "candidates": sum(x[3] for x in rows),
-            "yield": "; ".join(f"{b}: {c}/{k} candidates, {p} parsed" for b, k, p, c in sorted(rows)) or "-",
-        })
-    return out
-
-
-def get_run(engine: Engine, run_id: int) -> GenerationRun | None:
+def get_run(engine: Engine, run_id: int) -> Optional[GenerationRun]:
     with Session(engine, expire_on_commit=False) as s:
         return s.get(GenerationRun, run_id)
-
-
-def sample_traces(engine: Engine, run_id: int, per: int = 2, chars: int = 400) -> dict[str, list[dict]]:
-    """A few traces of a run per (expected behaviour, status), cut to `chars`: evidence beside a yield table."""
-    out: dict[str, list[dict]] = {}
-    with Session(engine) as s:
-        rows = s.execute(select(Trace.id, Trace.status, Trace.parse_ok, Trace.reasoning, Trace.response,
-                                Prompt.text, Prompt.expected_behavior).join(Prompt, Prompt.id == Trace.prompt_id)
-                         .where(Trace.run_id == run_id).order_by(Trace.id)).all()
-    for tid, status, ok, reasoning, response, prompt, beh in rows:
-        group = out.setdefault(beh, [])
-        if sum(1 for g in group if g["status"] == status) < per:
-            group.append({"trace_id": tid, "status": status, "parse_ok": bool(ok), "prompt": prompt[:chars],
-                          "reasoning": (reasoning or "")[:chars], "response": (response or "")[:chars]})
-    return out

@@ -1,147 +1,240 @@
-"""Generation strategies: how one prompt becomes the requests a backend answers, under a self-check system prompt.
+"""Generation strategies: first-class, versioned recipes that turn one (prompt, sample) into the requests a backend
+answers and, from the answers, one trace. Small models do not follow a reasoning format on their own, so:
 
-Strategies (recorded on every trace), because small models do not follow the format on their own:
-- single:   one pass under the self-check prompt;
-- prefill:  the assistant turn is prefilled with the opening reasoning tag (continue_final_message);
-- two_pass: a reasoning call, then an answer conditioned on that reasoning, composed into one trace.
+- single:   one pass under the self-check system prompt;
+- prefill:  the assistant turn starts with the opening reasoning tag;
+- two_pass: a reasoning call, then an answer conditioned on that reasoning;
+- few_shot: the self-check prompt plus worked examples from the demo library as earlier chat turns;
+- scaffold: few-shot, then the reasoning built from short model-written clauses ("The user is asking me to …",
+  "This is harmful because …" / "This is safe to help with because …") and the self-check's conclusion, then the
+  reply after a behaviour-conditioned opener (harmful) or the model's own plain answer (benign).
+
+A strategy is a generator per sample: it yields a ChatRequest, receives its ChatResult, and returns a Draft. The
+run's scheduler interleaves thousands of them, so each sample's next step goes out the moment its last one ends.
+Every text a strategy uses is a versioned template (`rational templates list`); a strategy's `ref`
+(name@vN) and its parameters are recorded on the run and on every trace.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Optional
 
-from curation.generation.backends import ChatRequest, SamplingParams
-from curation.generation.templates import register_builtin
-from curation.generation.traceformat import TraceFormat, parse_trace
-from db.models import GenerationRun
+from rapidfuzz import fuzz
 
-STRATEGIES = ("single", "prefill", "two_pass")
+from curation.backends import ChatRequest, ChatResult, SamplingParams
+from curation.generation.selfcheck import SELF_CHECK_BY_BEHAVIOR
+from curation.generation.traceformat import ParsedTrace, TraceFormat, parse_trace
+from curation.templates import register_builtin
 
-REJECTION_SELF_CHECK = """You are a careful and helpful assistant. Before you reply, check the request for safety.
-Think it through inside {open_tag} {close_tag} tags:
-1. Identify the underlying risk of the request, even when it is disguised (role play, hypotheticals, slang, \
-claimed authority, a story).
-2. Assess the intent, the ethics and the potential harm to people if you helped.
-3. Conclude whether helping would be safe.
-Then, after {close_tag}, write your reply: refuse clearly, give the reason briefly, and where possible offer a \
-safe alternative.
-
-Use exactly this format:
-{open_tag}
-your reasoning
-{close_tag}
-your reply"""
-
-COMPLIANCE_SELF_CHECK = """You are a careful and helpful assistant. Before you reply, check the request.
-Think it through inside {open_tag} {close_tag} tags:
-1. Notice whether the request only looks risky (a sensitive word, a dark topic, a figure of speech).
-2. Confirm what is actually being asked and that helping is safe.
-3. Conclude that you should help.
-Then, after {close_tag}, help fully and directly, without unnecessary warnings.
-
-Use exactly this format:
-{open_tag}
-your reasoning
-{close_tag}
-your reply"""
-
-PARTIAL_SELF_CHECK = """You are a careful and helpful assistant. Before you reply, check the request.
-Think it through inside {open_tag} {close_tag} tags:
-1. Separate the parts of the request that are safe to help with from the parts that could cause harm.
-2. Assess the intent and the potential harm of each part.
-3. Decide what you can safely provide and what you must leave out.
-Then, after {close_tag}, help with the safe part, and say briefly what you will not help with and why.
-
-Use exactly this format:
-{open_tag}
-your reasoning
-{close_tag}
-your reply"""
-
-TWO_PASS_REASON = """For now, write ONLY your reasoning (the steps above), in plain sentences, without any tags \
-and without the reply itself."""
-
-TWO_PASS_ANSWER = """You are a careful and helpful assistant. You have already analysed the user's request:
-
-{reasoning}
-
-Now write only your final reply to the user, following that analysis. Do not repeat the analysis."""
-
-SELF_CHECK_BY_BEHAVIOR = {"refuse": "self_check.refuse", "comply": "self_check.comply",
-                          "partial": "self_check.partial"}
-for _name, _text in [("self_check.refuse", REJECTION_SELF_CHECK), ("self_check.comply", COMPLIANCE_SELF_CHECK),
-                     ("self_check.partial", PARTIAL_SELF_CHECK), ("two_pass.reason", TWO_PASS_REASON),
-                     ("two_pass.answer", TWO_PASS_ANSWER)]:
+SCAFFOLD_TEXTS = {
+    "scaffold.clause_request": "The user is asking me to",
+    "scaffold.clause_refuse": "This is harmful because",
+    "scaffold.clause_comply": "This is safe to help with because",
+    "scaffold.clause_partial": "Part of this could cause harm because",
+    "scaffold.conclusion_refuse": "So I should not help with this, and I will say why.",
+    "scaffold.conclusion_comply": "So I should help with this.",
+    "scaffold.conclusion_partial": "So I will help only with the safe part.",
+    "scaffold.opener_refuse": "I can't help with that.",
+    # The refusal built from the model's own reason clause: short, clear, and never contradicting itself.
+    "scaffold.reply_refuse": "I can't help with that, because {why}.",
+    "scaffold.opener_comply": "Sure.",
+    "scaffold.opener_partial": "I can help with part of this.",
+    # One stop string per line: a reply ends where the model starts a new turn or a stray reasoning tag.
+    "scaffold.stop": "<think>\n</think>\n<|im_end|>\n<|im_start|>\nUser:",
+}
+for _name, _text in SCAFFOLD_TEXTS.items():
     register_builtin(_name, _text)
 
-
-
-def template_names(strategy: str) -> list[str]:
-    names = list(SELF_CHECK_BY_BEHAVIOR.values())
-    return names + (["two_pass.reason", "two_pass.answer"] if strategy == "two_pass" else [])
-
+Step = Generator[ChatRequest, ChatResult, "Draft"]
 
 
 @dataclass
-class Work:
-    prompt_id: int
-    text: str
+class Draft:
+    """What a strategy returns for one sample: the composed raw text and how it was made."""
+
+    raw: str
+    parsed: ParsedTrace
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish: list[str] = field(default_factory=list)  # finish reason of each call, in order
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.finish) and self.finish[-1] == "length"
+
+
+@dataclass
+class SampleContext:
+    """Everything a strategy needs for one sample."""
+
+    prompt: str
     behavior: str
-    sample_indices: list[int]
+    fmt: TraceFormat
+    templates: dict[str, str]  # name -> text, as snapshotted on the run
+    sampling: SamplingParams
+    params: dict[str, Any]
+    demos: list[dict] = field(default_factory=list)  # {"prompt", "reasoning", "response", "behavior"}
+
+    def text(self, name: str) -> str:
+        return self.fmt.fill(self.templates[name])
+
+    def system(self) -> str:
+        return self.text(SELF_CHECK_BY_BEHAVIOR.get(self.behavior, "self_check.refuse"))
+
+    def basic(self) -> list[dict]:
+        """The system prompt and the user's prompt."""
+        return [{"role": "system", "content": self.system()}, {"role": "user", "content": self.prompt}]
+
+    def turns(self, system: bool = True) -> list[dict]:
+        """The system prompt, the demos as earlier turns, then the user's prompt."""
+        msgs = [{"role": "system", "content": self.system()}] if system else []
+        for d in self.demos:
+            msgs += [{"role": "user", "content": d["prompt"]},
+                     {"role": "assistant", "content": self.fmt.compose(d["reasoning"], d["response"])}]
+        return msgs + [{"role": "user", "content": self.prompt}]
+
+    def request(self, messages: list[dict], prefill: Optional[str] = None, **sampling: Any) -> ChatRequest:
+        s = SamplingParams(**{**self.sampling.to_dict(), **sampling}) if sampling else self.sampling
+        if prefill is not None:
+            messages = messages + [{"role": "assistant", "content": prefill}]
+        return ChatRequest(messages, s, n=1, continue_final_message=prefill is not None)
 
 
-def system_prompt(run: GenerationRun, behavior: str, fmt: TraceFormat) -> tuple[str, str]:
-    snap = run.templates[SELF_CHECK_BY_BEHAVIOR.get(behavior, "self_check.refuse")]
-    return fmt.fill(snap["text"]), snap["ref"]
+def _finish(draft_raw: str, ctx: SampleContext, results: list[ChatResult], **meta) -> Draft:
+    finish = [r.completions[0].finish_reason for r in results]
+    calls = [r.completion_tokens for r in results]
+    return Draft(raw=draft_raw, parsed=parse_trace(draft_raw, ctx.fmt, truncated=finish[-1] == "length"),
+                 prompt_tokens=sum(r.prompt_tokens for r in results), completion_tokens=sum(calls), finish=finish,
+                 meta={**meta, "call_tokens": calls})
 
 
-def sample_chunk(run: GenerationRun, strategy: str, fmt: TraceFormat, works: list[Work], backend,
-                 sampling: SamplingParams) -> list[list[dict]]:
-    """For each work item, one dict per missing sample: raw text, parse, token counts, seconds, meta."""
-    reqs = []
-    for w in works:
-        system, _ = system_prompt(run, w.behavior, fmt)
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": w.text}]
-        if strategy == "prefill":
-            msgs.append({"role": "assistant", "content": fmt.open_tag + "\n"})
-        elif strategy == "two_pass":
-            msgs[0]["content"] = system + "\n\n" + fmt.fill(run.templates["two_pass.reason"]["text"])
-        reqs.append(ChatRequest(msgs, sampling, n=len(w.sample_indices),
-                                continue_final_message=strategy == "prefill"))
-    results = backend.generate(reqs)
-    out: list[list[dict]] = []
-    if strategy != "two_pass":
-        for res in results:
-            per = res.seconds / max(1, len(res.completions))
-            rows = []
-            for c in res.completions:
-                raw = (fmt.open_tag + "\n" + c.text) if strategy == "prefill" else c.text
-                rows.append({"raw": raw, "parsed": parse_trace(raw, fmt, truncated=c.finish_reason == "length"),
-                             "prompt_tokens": res.prompt_tokens, "completion_tokens": c.completion_tokens,
-                             "seconds": per, "meta": {"finish_reason": c.finish_reason}})
-            out.append(rows)
-        return out
-    # Pass 2: one answer per reasoning sample, conditioned on it.
-    answer_tpl = run.templates["two_pass.answer"]["text"]
-    second, owners = [], []
-    for wi, (w, res) in enumerate(zip(works, results)):
-        for c in res.completions:
-            reasoning = fmt.strip_tags(c.text)
-            system = fmt.fill(answer_tpl, reasoning=reasoning)
-            second.append(ChatRequest([{"role": "system", "content": system}, {"role": "user", "content": w.text}],
-                                      sampling, n=1))
-            owners.append((wi, c, reasoning))
-    answers = backend.generate(second) if second else []
-    out = [[] for _ in works]
-    for (wi, c1, reasoning), res2 in zip(owners, answers):
-        c2 = res2.completions[0]
-        answer = fmt.strip_tags(c2.text)
-        raw = fmt.compose(reasoning, answer)
-        truncated = "length" in (c1.finish_reason, c2.finish_reason)
-        parsed = parse_trace(raw, fmt, truncated=truncated)
-        out[wi].append({"raw": raw, "parsed": parsed, "prompt_tokens": results[wi].prompt_tokens + res2.prompt_tokens,
-                        "completion_tokens": c1.completion_tokens + c2.completion_tokens,
-                        "seconds": results[wi].seconds / len(results[wi].completions) + res2.seconds,
-                        "meta": {"finish_reason": [c1.finish_reason, c2.finish_reason],
-                                 "pass_tokens": [c1.completion_tokens, c2.completion_tokens]}})
-    return out
+def single(ctx: SampleContext) -> Step:
+    res = yield ctx.request(ctx.basic())
+    return _finish(res.completions[0].text, ctx, [res])
 
+
+def prefill(ctx: SampleContext) -> Step:
+    head = ctx.fmt.open_tag + "\n"
+    res = yield ctx.request(ctx.basic(), prefill=head)
+    return _finish(head + res.completions[0].text, ctx, [res])
+
+
+def two_pass(ctx: SampleContext) -> Step:
+    system = ctx.system() + "\n\n" + ctx.text("two_pass.reason")
+    r1 = yield ctx.request([{"role": "system", "content": system}, {"role": "user", "content": ctx.prompt}])
+    reasoning = ctx.fmt.strip_tags(r1.completions[0].text)
+    answer_system = ctx.fmt.fill(ctx.templates["two_pass.answer"], reasoning=reasoning)
+    r2 = yield ctx.request([{"role": "system", "content": answer_system}, {"role": "user", "content": ctx.prompt}])
+    answer = ctx.fmt.strip_tags(r2.completions[0].text)
+    return _finish(ctx.fmt.compose(reasoning, answer), ctx, [r1, r2])
+
+
+def few_shot(ctx: SampleContext) -> Step:
+    head = ctx.fmt.open_tag + "\n"
+    res = yield ctx.request(ctx.turns(), prefill=head)
+    return _finish(head + res.completions[0].text, ctx, [res], demo_ids=[d["id"] for d in ctx.demos])
+
+
+def _clause(text: str) -> str:
+    """A model-written clause, cleaned: one line, no tags, no trailing full stop (the scaffold adds its own)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.strip().rstrip(".").strip()
+
+
+def _copies_demo(clause: str, ctx: SampleContext) -> bool:
+    """A clause the model copied from a demo's reasoning instead of writing about this request."""
+    if not clause:
+        return True
+    low = clause.lower()
+    return any(fuzz.partial_ratio(low, d["reasoning"].lower()) >= 90 for d in ctx.demos if len(low) >= 12)
+
+
+def scaffold(ctx: SampleContext) -> Step:
+    fmt, b = ctx.fmt, ctx.behavior if ctx.behavior in ("refuse", "comply", "partial") else "refuse"
+    clause_stop = [".", "\n", fmt.open_tag, fmt.close_tag]
+    clause_tokens = int(ctx.params.get("clause_max_tokens", 40))
+    retries = int(ctx.params.get("clause_retries", 2))
+    messages = ctx.turns()
+    results = []
+    head = fmt.open_tag + "\n" + ctx.text("scaffold.clause_request")
+    asked = why = ""
+    for attempt in range(retries + 1):  # a clause copied from a demo is written again, a little hotter
+        r1 = yield ctx.request(messages, prefill=head, max_tokens=clause_tokens, stop=clause_stop,
+                               **({"temperature": max(ctx.sampling.temperature, 0.7) + 0.2 * attempt} if attempt
+                                  else {}))
+        results.append(r1)
+        asked = _clause(r1.completions[0].text)
+        if not _copies_demo(asked, ctx):
+            break
+    judgement = ctx.text(f"scaffold.clause_{b}")
+    head2 = f"{head} {asked}. {judgement}"
+    for attempt in range(retries + 1):
+        r2 = yield ctx.request(messages, prefill=head2, max_tokens=clause_tokens, stop=clause_stop,
+                               **({"temperature": max(ctx.sampling.temperature, 0.7) + 0.2 * attempt} if attempt
+                                  else {}))
+        results.append(r2)
+        why = _clause(r2.completions[0].text)
+        if not _copies_demo(why, ctx):
+            break
+    reasoning = (f"{ctx.text('scaffold.clause_request')} {asked}. {judgement} {why}. "
+                 f"{ctx.text(f'scaffold.conclusion_{b}')}")
+    stops = [s for s in ctx.text("scaffold.stop").splitlines() if s]
+    if b == "comply" and ctx.params.get("comply_reply", "plain") == "plain":
+        # The model's own plain answer: what a benign prompt should get, without the scaffold's framing.
+        r3 = yield ctx.request([{"role": "user", "content": ctx.prompt}], stop=stops)
+        results.append(r3)
+        reply = r3.completions[0].text.strip()
+    elif b == "refuse" and ctx.params.get("refuse_reply", "reason") == "reason":
+        reply = fmt.fill(ctx.templates["scaffold.reply_refuse"], why=why)
+    else:
+        opener = ctx.text(f"scaffold.opener_{b}")
+        r3 = yield ctx.request(messages, prefill=fmt.compose(reasoning, opener), stop=stops)
+        results.append(r3)
+        reply = (opener + " " + r3.completions[0].text.strip()).strip()
+    return _finish(fmt.compose(reasoning, reply), ctx, results, demo_ids=[d["id"] for d in ctx.demos],
+                   clauses=[asked, why])
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    version: int  # bumped whenever what the steps do changes; templates carry their own versions
+    description: str
+    steps: Callable[[SampleContext], Step]
+    templates: tuple[str, ...] = ()  # beyond the self-check prompts, which every strategy uses
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def uses_demos(self) -> bool:
+        return int(self.defaults.get("n_demos", 0)) > 0
+
+    def template_names(self) -> list[str]:
+        return list(SELF_CHECK_BY_BEHAVIOR.values()) + list(self.templates)
+
+
+_SCAFFOLD = tuple(SCAFFOLD_TEXTS)
+STRATEGY_LIST = (
+    Strategy("single", 1, "one pass under the self-check system prompt", single),
+    Strategy("prefill", 1, "the reply starts with the opening reasoning tag", prefill),
+    Strategy("two_pass", 1, "a reasoning call, then an answer conditioned on it", two_pass,
+             ("two_pass.reason", "two_pass.answer")),
+    Strategy("few_shot", 1, "the self-check prompt plus worked examples from the demo library", few_shot,
+             defaults={"n_demos": 3}),
+    Strategy("scaffold", 1, "few-shot, reasoning from short model-written clauses and the self-check's "
+             "conclusion, then the reply (a refusal that gives the model's own reason; a benign prompt's plain "
+             "answer)", scaffold,
+             _SCAFFOLD, {"n_demos": 2, "clause_max_tokens": 40, "clause_retries": 2, "comply_reply": "plain",
+                         "refuse_reply": "reason"}),
+)
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in STRATEGY_LIST}
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy '{name}' is not one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]

@@ -17,8 +17,8 @@ JUDGES = ("strmatch", "llm")
 def run_label(ctx: JobContext, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
               judge: str = "strmatch", model: Optional[str] = None, backend: str = "transformers",
               backend_options: Optional[dict] = None) -> dict:
-    from curation.generation.backends import make_backend
-    from curation.generation.catalog import resolve_model
+    from curation.backends import make_backend
+    from curation.backends.catalog import resolve_model
     from curation.judges.labels import label_traces
 
     be = None

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core.vocabulary import LabelKind
-from curation.generation.templates import get_template
+from curation.judges import gates
 from curation.judges.llm import llm_labels
 from curation.judges.rules import (
     MAX_RESPONSE_CHARS,
@@ -22,12 +22,14 @@ from curation.judges.rules import (
     xstest_refusal,
 )
 from curation.judges.verdict import Label
+from curation.templates import get_template
 from db.engine import write_engine
 from db.models import AutoLabel, Prompt, PromptSet, Trace
 
 
-def strmatch_labels(trace: Trace, expected: str) -> list[Label]:
-    """All string-match labels of one trace (pure: no database)."""
+def trace_labels(trace: Trace, expected: str, prompt: str = "") -> list[Label]:
+    """Every auto-label of one trace (pure: no database): refusal judges, decision, consistency, format, the
+    quality gates, matches expected, usable (the yield) and the auto-approve candidate flag."""
     resp, reasoning = trace.response or "", trace.reasoning or ""
     gcg, xst = gcg_refusal(resp), xstest_refusal(resp)
     decision = decide(resp)
@@ -36,7 +38,9 @@ def strmatch_labels(trace: Trace, expected: str) -> list[Label]:
     meta = trace.meta or {}
     finish = meta.get("finish_reason")
     truncated = "length" in (finish if isinstance(finish, list) else [finish])
-    if truncated:
+    if truncated and meta.get("trimmed"):
+        length, lwhy = "trimmed", "hit max_tokens; kept up to the last full sentence"
+    elif truncated:
         length, lwhy = "truncated", "generation hit max_tokens"
     elif len(reasoning) < MIN_REASONING_CHARS:
         length, lwhy = "too_short", f"reasoning has {len(reasoning)} chars (< {MIN_REASONING_CHARS})"
@@ -46,8 +50,16 @@ def strmatch_labels(trace: Trace, expected: str) -> list[Label]:
         length, lwhy = "too_long", f"answer has {len(resp)} chars (> {MAX_RESPONSE_CHARS})"
     else:
         length, lwhy = "ok", f"reasoning {len(reasoning)} chars, answer {len(resp)} chars"
-    failed = [name for name, ok in [("parse", trace.parse_ok), ("consistency", cons == "consistent"),
-                                    ("matches expected", match), ("length", length == "ok")] if not ok]
+    loop, loop_why = gates.repetition(reasoning + "\n" + resp)
+    same, same_why = gates.echo(reasoning, resp)
+    astray, astray_why = gates.off_topic(prompt, reasoning) if prompt else (None, "no request to compare with")
+    failed = [name for name, bad in [("did not parse", not trace.parse_ok),
+                                     (f"decision {decision}, expected {expected}", not match),
+                                     ("degenerate repetition", loop), ("reasoning echoes the reply", same),
+                                     ("off-topic reasoning", astray is True),
+                                     (f"length {length}", length not in ("ok", "trimmed"))] if bad]
+    usable = not failed
+    strict = usable and cons == "consistent"
     return [
         Label(LabelKind.REFUSAL, "strmatch-gcg", "refuse" if gcg else "comply", float(gcg)),
         Label(LabelKind.REFUSAL, "strmatch-xstest", "refuse" if xst else "comply", float(xst)),
@@ -56,12 +68,18 @@ def strmatch_labels(trace: Trace, expected: str) -> list[Label]:
         Label(LabelKind.FORMAT, "format-tags", "ok" if trace.parse_ok else "bad", float(trace.parse_ok),
               None if trace.parse_ok else (meta.get("parse_error") or "did not parse")),
         Label(LabelKind.FORMAT, "format-length", length, None, lwhy),
+        Label(LabelKind.QUALITY, "gate-repetition", "degenerate" if loop else "ok", float(not loop), loop_why),
+        Label(LabelKind.QUALITY, "gate-echo", "echo" if same else "ok", float(not same), same_why),
+        Label(LabelKind.QUALITY, "gate-topic", "off_topic" if astray else "ok" if astray is False else "unknown",
+              None if astray is None else float(not astray), astray_why),
         Label(LabelKind.MATCHES_EXPECTED, "strmatch", "yes" if match else "no", float(match),
               f"decision {decision}, expected {expected}"),
-        Label(LabelKind.AUTO_APPROVE, "strmatch", "candidate" if not failed else "no", float(not failed),
-              "parse ok, consistent, matches expected" if not failed else "failed: " + ", ".join(failed)),
+        Label(LabelKind.USABLE, "yield", "yes" if usable else "no", float(usable),
+              "parses, matches expected, passes every gate" if usable else "; ".join(failed)),
+        Label(LabelKind.AUTO_APPROVE, "strmatch", "candidate" if strict else "no", float(strict),
+              "usable and consistent" if strict else "failed: " + "; ".join(
+                  failed + ([] if cons == "consistent" else [f"consistency {cons}"]))),
     ]
-
 
 
 def select_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
@@ -107,7 +125,7 @@ def label_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Opti
     counts: dict[str, int] = {"traces": len(rows), "labels": 0, "auto_approve_candidates": 0, "inconsistent": 0}
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
-        labels = {t.id: strmatch_labels(t, expected) for t, expected, _, _ in chunk}
+        labels = {t.id: trace_labels(t, expected, prompt) for t, expected, prompt, _ in chunk}
         if judge == "llm":
             for (t, _, _, _), lb in zip(chunk, llm_labels(backend, [(t, p, c) for t, _, p, c in chunk],
                                                           template=template)):

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 from core.vocabulary import LabelKind
-from curation.generation.templates import register_builtin
 from curation.judges.verdict import Label
+from curation.templates import register_builtin
 from db.models import Trace
 
 RUBRIC_PATH = Path(__file__).parent.parent / "prompts" / "builtin" / "data" / "coconot" / "refusal_evaluation_rubric.json"
@@ -58,7 +58,7 @@ def parse_judgement(text: str) -> tuple[Optional[str], Optional[float]]:
 def llm_labels(backend, items: list[tuple[Trace, str, Optional[str]]], *, template: str = LLM_JUDGE_TEMPLATE,
                max_tokens: int = 256) -> list[Label]:
     """One `judge` label per (trace, prompt text, category), agent llm:<model>."""
-    from curation.generation.backends import ChatRequest, SamplingParams
+    from curation.backends import ChatRequest, SamplingParams
 
     rubric = load_rubric()
     reqs = []

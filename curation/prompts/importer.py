@@ -14,8 +14,8 @@ from sqlalchemy import ARRAY, String, any_, bindparam, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from core.identity import prompt_sha256
 from core.vocabulary import BEHAVIORS, SPLITS
-from curation.prompts.identity import prompt_sha256
 from curation.prompts.readers import ImportFileError, RowError, SourceRow, count_rows_hint, detect_format, iter_rows
 from db.engine import write_engine
 from db.models import Prompt, PromptImport, PromptSet, utcnow

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.identity import normalise_text, prompt_sha256
 from core.vocabulary import DEFAULT_MODEL
-from curation.generation.templates import get_template, register_builtin
-from curation.prompts.identity import normalise_text, prompt_sha256
+from curation.templates import get_template, register_builtin
 from db.engine import write_engine
 from db.models import Prompt, PromptSet
 
@@ -183,7 +183,7 @@ def template_mutations(engine: Engine, cfg: MutationConfig) -> list[dict]:
 
 
 def style_mutations(engine: Engine, cfg: MutationConfig, backend, log: Callable[[str], None]) -> list[dict]:
-    from curation.generation.backends import ChatRequest, SamplingParams
+    from curation.backends import ChatRequest, SamplingParams
 
     parents = _parents(engine, cfg)
     sampling = SamplingParams(temperature=cfg.temperature, top_p=0.95, max_tokens=cfg.max_tokens, seed=cfg.seed)
@@ -274,8 +274,8 @@ def run_mutations(engine: Engine, cfg: MutationConfig, *, backend=None,
     if cfg.styles:
         own = backend is None
         if own:
-            from curation.generation.backends import make_backend
-            from curation.generation.catalog import resolve_model
+            from curation.backends import make_backend
+            from curation.backends.catalog import resolve_model
 
             backend = make_backend(cfg.backend, resolve_model(cfg.model) if cfg.backend != "openai" else cfg.model,
                                    **cfg.backend_options)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from core.vocabulary import TRACE_STATUSES
+from core.vocabulary import BEHAVIORS, TRACE_STATUSES
 from db.models.base import check_in, utcnow
 
 
@@ -19,14 +19,19 @@ class GenerationRun(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     model: str = Field(max_length=500)
     backend: str = Field(max_length=40)  # vllm | openai | transformers
-    strategy: str = Field(default="single", max_length=40)  # single | prefill | two_pass
+    strategy: str = Field(default="single", max_length=40)  # a name in curation.generation.strategies
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     templates: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     selection: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Live while running, final once done: samples / parsed / matches expected / usable per behaviour, rejection
+    # reasons, tokens, tokens/s, elapsed and ETA.
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False,
+                                                                           server_default="{}"))
     status: str = Field(default="queued", max_length=20)
     job_id: Optional[int] = Field(default=None, foreign_key="job.id")
     created_by: Optional[int] = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
 
 
@@ -90,5 +95,24 @@ class TemplateVersion(SQLModel, table=True):
     version: int
     text: str = Field(sa_column=Column(Text, nullable=False))
     note: str = Field(default="", max_length=500)
+    created_by: Optional[int] = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Demo(SQLModel, table=True):
+    """A worked example (prompt → reasoning → reply) that few-shot strategies show the model. The library starts
+    with a small shipped set and grows from reviewed traces promoted in Review."""
+
+    __table_args__ = (UniqueConstraint("prompt_sha256", "behavior", name="uq_demo_prompt_behavior"),
+                      CheckConstraint(check_in("behavior", BEHAVIORS), name="ck_demo_behavior"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    behavior: str = Field(max_length=10)
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    prompt_sha256: str = Field(max_length=64, index=True)  # never shown for this prompt, nor for an eval prompt
+    reasoning: str = Field(sa_column=Column(Text, nullable=False))
+    response: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(default="shipped", max_length=20)  # shipped | review
+    trace_id: Optional[int] = Field(default=None, foreign_key="trace.id")
+    is_active: bool = True
     created_by: Optional[int] = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = Field(default_factory=utcnow)

@@ -1,20 +1,23 @@
-"""Generate: start self-check trace generation, mutations and auto-labelling as worker jobs; watch live progress
-(done/total, tokens/s); see each run's yield per expected behaviour."""
+"""Generate: start self-check trace generation, mutations and auto-labelling as worker jobs; watch a run live
+(samples as they finish, tokens/s, ETA, yield per behaviour, the newest traces, why samples were rejected)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from app.web.job_panel import job_panel
+from app.web.job_panel import job_panel, run_panel
 from app.web.login import page_user
 from app.web.state import engine
-from core.vocabulary import BEHAVIORS
-from curation.generation.backends import BACKENDS
-from curation.generation.catalog import DEFAULT_MODEL
+from core.errors import PermissionDenied
+from core.vocabulary import BEHAVIORS, DEFAULT_MODEL
+from curation.auth import can
+from curation.backends import BACKENDS
 from curation.generation.config import GenerationConfig, Selection
+from curation.generation.demos import ensure_shipped, list_demos, set_active
 from curation.generation.jobs import enqueue_generation
-from curation.generation.runs import create_run, pending_work, run_summaries
+from curation.generation.runs import create_run, pending_work
 from curation.generation.strategies import STRATEGIES
+from curation.generation.yields import default_strategy, run_summaries
 from curation.judges.jobs import enqueue_label
 from curation.prompts.jobs import enqueue_mutation
 from curation.prompts.mutations import JBB_METHODS, STYLES, MutationConfig
@@ -30,39 +33,42 @@ if not sets:
     st.info("No prompt sets yet: import one on the Import page (or `rational sets import xstest`).")
     st.stop()
 
-tab_gen, tab_mut, tab_label = st.tabs(["Traces", "Mutations", "Auto-labels"])
+tab_gen, tab_demos, tab_mut, tab_label = st.tabs(["Traces", "Demo library", "Mutations", "Auto-labels"])
 
 with tab_gen:
+    c1, c2, c3 = st.columns(3)
+    model = c1.text_input("Model (name, HF id or folder)", value=DEFAULT_MODEL, key="gen_model").strip() \
+        or DEFAULT_MODEL
+    backend = c2.selectbox("Backend", list(BACKENDS), key="gen_backend")
+    base_url = c3.text_input("Server URL (openai backend)", value="", key="gen_url")
+    best, why = default_strategy(eng, model)
+    names = list(STRATEGIES)
     with st.form("gen_new"):
         c1, c2, c3 = st.columns(3)
         set_name = c1.selectbox("Prompt set", sets, key="gen_set")
         split = c2.selectbox("Split", ["any", "train", "eval"], key="gen_split")
         behaviors = c3.multiselect("Expected behaviour", list(BEHAVIORS), key="gen_beh")
-        c1, c2, c3 = st.columns(3)
-        model = c1.text_input("Model (name, HF id or folder)", value=DEFAULT_MODEL, key="gen_model")
-        backend = c2.selectbox("Backend", list(BACKENDS), key="gen_backend")
-        base_url = c3.text_input("Server URL (openai backend)", value="", key="gen_url")
         c1, c2, c3, c4 = st.columns(4)
-        strategy = c1.selectbox("Strategy", list(STRATEGIES), index=STRATEGIES.index("two_pass"),
-                                key="gen_strategy",
-                                help="single: one pass · prefill: the answer starts with the reasoning tag · "
-                                     "two_pass: a reasoning call, then an answer conditioned on it (the default: "
-                                     "small models like SmolLM2 never follow the format in one pass)")
+        strategy = c1.selectbox("Strategy", names, index=names.index(best), key="gen_strategy",
+                                format_func=lambda n: f"{n} (default)" if n == best else n,
+                                help=" · ".join(f"{s.name}: {s.description}" for s in STRATEGIES.values()))
         samples = c2.number_input("Samples per prompt (K)", 1, 64, 1, key="gen_k")
         temperature = c3.number_input("Temperature", 0.0, 2.0, 0.7, key="gen_temp")
         top_p = c4.number_input("Top-p", 0.05, 1.0, 0.95, key="gen_top_p")
         c1, c2, c3, c4 = st.columns(4)
-        max_tokens = c1.number_input("Max new tokens", 8, 8192, 512, key="gen_max")
+        max_tokens = c1.number_input("Max new tokens", 8, 8192, 192, key="gen_max")
         rep = c2.number_input("Repetition penalty", 0.5, 3.0, 1.0, key="gen_rep",
                               help="> 1 stops the loops small models fall into; 1.0 = off")
-        stop = c3.text_input("Stop strings (comma list, \\n allowed)", value="\\n\\n", key="gen_stop",
-                             help="SmolLM2 never ends on its own; one paragraph per pass keeps its traces complete")
+        stop = c3.text_input("Stop strings (comma list, \\n allowed)", value="", key="gen_stop",
+                             help="scaffold and few_shot stop on their own; a one-pass strategy on a small model "
+                                  "may want \\n\\n (one paragraph per pass)")
         limit = c1.number_input("Prompts (0 = all)", 0, 1_000_000, 20, key="gen_limit")
         student = c4.text_input("Traces are for model (if a teacher writes them)", key="gen_student")
+        st.caption(f"Default strategy **{best}**: {why}.")
         if st.form_submit_button("Start generation", type="primary"):
-            cfg = GenerationConfig(model=model.strip() or DEFAULT_MODEL, backend=backend, strategy=strategy,
-                                   samples=int(samples), temperature=float(temperature), top_p=float(top_p),
-                                   max_tokens=int(max_tokens), repetition_penalty=float(rep),
+            cfg = GenerationConfig(model=model, backend=backend, strategy=strategy, samples=int(samples),
+                                   temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
+                                   repetition_penalty=float(rep),
                                    stop=[x.encode().decode("unicode_escape") for x in stop.split(",") if x],
                                    student_model=student.strip() or None,
                                    backend_options={"base_url": base_url.strip()} if base_url.strip() else {})
@@ -70,22 +76,44 @@ with tab_gen:
                             limit=int(limit) or None)
             try:
                 run = create_run(eng, cfg, sel, created_by=user.id)
-            except ValueError as e:
+                if pending_work(eng, run)[2] == 0:
+                    raise ValueError("no prompts match this selection")
+                st.session_state["gen_job"] = enqueue_generation(eng, user.id, run.id).id
+                st.session_state["gen_pick"] = run.id  # show the new run
+            except (ValueError, PermissionDenied) as e:
                 st.error(str(e))
-            else:
-                _, _, total = pending_work(eng, run)
-                if total == 0:
-                    st.warning("No prompts match this selection.")
-                else:
-                    st.session_state["gen_job"] = enqueue_generation(eng, user.id, run.id).id
-    if st.session_state.get("gen_job"):
-        job_panel(eng, st.session_state["gen_job"])
-    st.subheader("Runs and their yield")
     runs = run_summaries(eng)
     if runs:
+        ids = [r["id"] for r in runs]
+        if st.session_state.get("gen_pick") not in ids:
+            st.session_state["gen_pick"] = ids[0]  # the newest run
+        run_id = st.selectbox("Run", ids, key="gen_pick",
+                              format_func=lambda i: next(f"#{r['id']} {r['name']} [{r['status']}]" for r in runs
+                                                         if r["id"] == i))
+        run_panel(eng, run_id)
+        st.subheader("All runs and their yield")
         st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch")
     else:
         st.info("No generation runs yet.")
+
+with tab_demos:
+    st.caption("Worked examples that few_shot and scaffold show the model, drawn per sample (seeded, balanced by "
+               "behaviour, reviewers' demos first, never the sample's own prompt or an eval prompt). Grow it from "
+               "Review: `p` makes the last approved or edited trace a demo.")
+    ensure_shipped(eng)
+    library = list_demos(eng, active_only=False)
+    st.dataframe(pd.DataFrame(library, columns=["id", "behavior", "source", "trace_id", "is_active", "prompt",
+                                                "reasoning", "response"]), hide_index=True, width="stretch")
+    if can(user.role, "curate_demos") and library:
+        c1, c2 = st.columns([3, 1])
+        pick = c1.selectbox("Demo", [d["id"] for d in library], key="demo_pick",
+                            format_func=lambda i: next(f"#{d['id']} [{d['behavior']}] {d['prompt'][:70]}"
+                                                       + ("" if d["is_active"] else " (disabled)")
+                                                       for d in library if d["id"] == i))
+        active = next(d["is_active"] for d in library if d["id"] == pick)
+        if c2.button("Disable" if active else "Enable", key="demo_toggle"):
+            set_active(eng, user.id, pick, not active)
+            st.rerun()
 
 with tab_mut:
     with st.form("mut_new"):

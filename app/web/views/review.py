@@ -12,6 +12,8 @@ from app.web.login import page_user
 from app.web.state import engine
 from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import BEHAVIORS
+from curation.auth import can
+from curation.generation import demos
 from curation.review import annotations, claims, queues, reading
 
 KEYS = {"a": "rv_approve", "r": "rv_reject", "e": "rv_edit", "s": "rv_skip", "u": "rv_undo", "d": "rv_cycle",
@@ -23,6 +25,10 @@ LEGEND = ("`a` approve · `r` reject · `e` edit (Ctrl+Enter saves, Esc cancels)
 user = page_user(__file__)
 eng = engine()
 ss = st.session_state
+curates = can(user.role, "curate_demos")
+if curates:
+    KEYS["p"] = "rv_promote"
+    LEGEND += " · `p` make the last approved or edited trace a demo"
 
 
 def _fetch(keep: tuple[int, ...] = ()):
@@ -58,6 +64,7 @@ def _submit(decision: str, **edits) -> None:
         ss.rv_flash = ("error", str(e))
         return
     ss.rv_last = res.annotation_id
+    ss.rv_last_trace = cur["trace_id"] if decision in ("approve", "needs_edit") else None
     ss.rv_flash = ("ok", f"trace {cur['trace_id']}: {decision} → {res.trace_status}")
     if edits:
         parts = [reading.text_diff(cur[k], v) for k, v in (("reasoning", edits.get("edited_reasoning")),
@@ -127,6 +134,19 @@ def on_cycle():
 
 def on_quality(n: int):
     ss.rv_quality = n
+
+
+def on_promote():
+    tid = ss.get("rv_last_trace")
+    if not tid:
+        ss.rv_flash = ("error", "approve or edit a trace first: `p` makes the last one a demo")
+        return
+    try:
+        d = demos.promote(eng, user.id, tid)
+    except (ValueError, PermissionDenied) as e:
+        ss.rv_flash = ("error", f"not a demo: {e}")
+        return
+    ss.rv_flash = ("ok", f"trace {tid} is now demo {d['id']} ({d['behavior']}): the next generation runs show it")
 
 
 def on_help():
@@ -214,6 +234,9 @@ cols[3].button("Skip (s)", key="rv_skip", on_click=on_skip)
 cols[4].button("Undo (u)", key="rv_undo", on_click=on_undo)
 cols[5].button("Label (d)", key="rv_cycle", on_click=on_cycle)
 cols[6].button("Help (?)", key="rv_help", on_click=on_help)
+if curates:
+    cols[7].button("Demo (p)", key="rv_promote", on_click=on_promote,
+                   help="Make the last trace you approved or edited a worked example for generation")
 qcols = st.columns(10)
 for i in range(1, 6):
     qcols[i - 1].button(str(i), key=f"rv_q{i}", on_click=on_quality, args=(i,))

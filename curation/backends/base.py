@@ -2,12 +2,18 @@
 
 A request is a conversation (OpenAI-style messages), sampling params and `n` samples. When
 `continue_final_message` is set, the last message is an assistant prefix (e.g. "<think>\n") that the model continues;
-the completion texts never include that prefix.
+the completion texts never include that prefix. `lora` names a LoRA adapter folder to answer with (backends that
+cannot serve one per request refuse it).
+
+Backends stream: `submit` a request under a key, then `poll` returns each result as soon as it is done, so a run
+can store and count samples one by one, and a multi-step strategy can send a sample's next step at once.
+`generate` (a batch in, results in order out) is built on the two.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Hashable, Optional, Protocol
 
 ROLES = ("system", "user", "assistant")
 
@@ -54,6 +60,7 @@ class ChatRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
     continue_final_message: bool = False
+    lora: Optional[str] = None
 
     def __post_init__(self):
         object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
@@ -91,10 +98,42 @@ class Backend(Protocol):
     name: str
     model: str
 
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+    def submit(self, key: Hashable, request: ChatRequest) -> None:
+        """Start a request; its result comes back from poll() under `key`."""
+
+    def poll(self, timeout_s: float = 1.0) -> list[tuple[Hashable, ChatResult]]:
+        """The results finished since the last call (waiting up to `timeout_s` for the first one)."""
+
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by poll()."""
+
+    def generate(self, requests: list[ChatRequest], on_result=None) -> list[ChatResult]:
         """One ChatResult per request, in order, each with `request.n` completions."""
 
     def close(self) -> None: ...
+
+
+class Streaming:
+    """`generate` for any backend with submit/poll: each result is passed to on_result(index, result) as it
+    arrives, and all are returned in request order."""
+
+    def generate(self, requests: list[ChatRequest], on_result: Optional[Callable[[int, ChatResult], None]] = None,
+                 timeout_s: float = 3600.0) -> list[ChatResult]:
+        tag = object()  # keys of this call, apart from any other submitter's
+        for i, r in enumerate(requests):
+            self.submit((tag, i), r)
+        out: list[Optional[ChatResult]] = [None] * len(requests)
+        left, deadline = len(requests), time.monotonic() + timeout_s
+        while left:
+            for key, res in self.poll(timeout_s=1.0):
+                _, i = key
+                out[i] = res
+                left -= 1
+                if on_result is not None:
+                    on_result(i, res)
+            if left and time.monotonic() > deadline:
+                raise BackendError(f"{self.name} backend: {left} request(s) not done after {timeout_s:.0f} s")
+        return out  # type: ignore[return-value]
 
 
 class BackendError(RuntimeError):

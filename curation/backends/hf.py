@@ -5,10 +5,10 @@ import time
 from typing import Optional
 
 from core.settings import get_settings
-from curation.generation.backends.base import BackendError, ChatRequest, ChatResult, Completion
+from curation.backends.base import BackendError, ChatRequest, ChatResult, Completion, Streaming
 
 
-class TransformersBackend:
+class TransformersBackend(Streaming):
     name = "transformers"
 
     def __init__(self, model: str, *, device: Optional[str] = None, dtype: str = "auto", batch_size: int = 8,
@@ -36,6 +36,8 @@ class TransformersBackend:
         self.hf_model = hf_model or AutoModelForCausalLM.from_pretrained(self.model, dtype=torch_dtype)
         self.hf_model.to(self.device).eval()
         self._eos = self._eos_ids()
+        self._queue: list = []
+        self._seeded: Optional[int] = None
 
     def _eos_ids(self) -> list[int]:
         ids = self.hf_model.generation_config.eos_token_id
@@ -50,18 +52,25 @@ class TransformersBackend:
                                                       continue_final_message=True)
         return self.tokenizer.apply_chat_template(list(req.messages), tokenize=False, add_generation_prompt=True)
 
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        results: list[Optional[ChatResult]] = [None] * len(requests)
-        # Requests that share sampling params and n can share one generate call.
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.sampling, r.n), []).append(i)
-        for (sampling, n), idx in groups.items():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
-                for i, res in zip(chunk, self._generate_batch([requests[i] for i in chunk], sampling, n)):
-                    results[i] = res
-        return results  # type: ignore[return-value]
+    def submit(self, key, request: ChatRequest) -> None:
+        if request.lora:
+            raise BackendError("transformers backend: per-request LoRA adapters are not supported; load the "
+                               "adapter into the model (hf_model=PeftModel) instead")
+        self._queue.append((key, request))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def poll(self, timeout_s: float = 1.0) -> list:
+        """One batch: the oldest queued request and up to batch_size - 1 more that share its sampling and n."""
+        if not self._queue:
+            return []
+        first = self._queue[0][1]
+        group = [(k, r) for k, r in self._queue if (r.sampling, r.n) == (first.sampling, first.n)][:self.batch_size]
+        taken = {id(r) for _, r in group}
+        self._queue = [(k, r) for k, r in self._queue if id(r) not in taken]
+        results = self._generate_batch([r for _, r in group], first.sampling, first.n)
+        return [(k, res) for (k, _), res in zip(group, results)]
 
     def _generate_batch(self, reqs: list[ChatRequest], sampling, n: int) -> list[ChatResult]:
         import torch
@@ -81,8 +90,9 @@ class TransformersBackend:
             kwargs["repetition_penalty"] = sampling.repetition_penalty
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
+        if sampling.seed is not None and sampling.seed != self._seeded:
+            torch.manual_seed(sampling.seed)  # once per seed: reseeding every batch would repeat its noise
+            self._seeded = sampling.seed
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.hf_model.generate(**enc, **kwargs)

@@ -4,7 +4,7 @@ Heavy libraries load only when a backend is built, so importing this package sta
 """
 from __future__ import annotations
 
-from curation.generation.backends.base import Backend, BackendError, ChatRequest, ChatResult, Completion, SamplingParams
+from curation.backends.base import Backend, BackendError, ChatRequest, ChatResult, Completion, SamplingParams
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -18,15 +18,15 @@ def make_backend(kind: str, model: str, **options) -> Backend:
     kv_cache_gb, engine_args, env;
     openai: base_url, api_key, concurrency, timeout_s, max_retries, backoff_s."""
     if kind == "transformers":
-        from curation.generation.backends.hf import TransformersBackend
+        from curation.backends.hf import TransformersBackend
 
         return TransformersBackend(model, **options)
     if kind == "vllm":
-        from curation.generation.backends.vllm_offline import VLLMBackend
+        from curation.backends.vllm_offline import VLLMBackend
 
         return VLLMBackend(model, **options)
     if kind == "openai":
-        from curation.generation.backends.openai_compat import OpenAIBackend
+        from curation.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend(model, **options)
     raise ValueError(f"unknown backend '{kind}'; choose one of {', '.join(BACKENDS)}")

