@@ -49,6 +49,14 @@ class Decision(StrEnum):
     NEEDS_EDIT = "needs_edit"
 
 
+class JudgeLabel(StrEnum):
+    """What a refusal judge says a response did (see curation/judges/data/GUIDE.md)."""
+
+    REFUSED = "refused"
+    COMPLIED = "complied"
+    PARTIAL = "partial"
+
+
 class LabelKind(StrEnum):
     """Kinds of machine suggestion on a trace (AutoLabel.kind)."""
 
@@ -77,3 +85,8 @@ TRACE_STATUSES = _values(*TraceStatus)
 OPEN_STATUSES = _values(TraceStatus.PENDING, TraceStatus.IN_REVIEW)  # a trace still takes annotations
 FINAL_STATUSES = _values(TraceStatus.APPROVED, TraceStatus.REJECTED)
 DECISIONS = _values(*Decision)
+JUDGE_LABELS = _values(*JudgeLabel)
+# A judge's label as the behaviour it shows, and back (annotators label behaviour: refuse | comply | partial).
+BEHAVIOR_OF_JUDGE_LABEL = {JudgeLabel.REFUSED.value: Behavior.REFUSE.value, JudgeLabel.COMPLIED.value:
+                           Behavior.COMPLY.value, JudgeLabel.PARTIAL.value: Behavior.PARTIAL.value}
+JUDGE_LABEL_OF_BEHAVIOR = {b: j for j, b in BEHAVIOR_OF_JUDGE_LABEL.items()}

@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "vote": EVERYONE,  # the Compare page and its blind A/B votes
     "label_outputs": STAFF,  # human verdicts on eval outputs
     "curate_demos": STAFF,  # the demo library generation draws worked examples from
+    "train_judges": STAFF,  # refit the learned refusal judge on reviewers' labels
     "manage_prompts": ADMINS,  # imports and built-in sets
     "view_jobs": ADMINS,
     "manage_queues": ADMINS,

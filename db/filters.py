@@ -221,10 +221,12 @@ class TraceFilter(_Filter):
 
 
 def flagged_expr():
-    """True where an auto-label contradicts the prompt's expected behaviour or marks the trace inconsistent."""
+    """True where the deciding judge's label (the `decision` auto-label) contradicts the prompt's expected
+    behaviour, or an auto-label marks the trace inconsistent. The comparison judges' `refusal` labels do not
+    count: the review queue's priority follows the default judge."""
     lab = func.lower(AutoLabel.label)
     return exists().where(AutoLabel.trace_id == Trace.id, or_(
         and_(AutoLabel.kind.in_((LabelKind.CONSISTENCY, LabelKind.MATCHES_EXPECTED)), lab.in_(INCONSISTENT_LABELS)),
-        and_(AutoLabel.kind.in_((LabelKind.REFUSAL, LabelKind.DECISION, LabelKind.JUDGE)), or_(
+        and_(AutoLabel.kind.in_((LabelKind.DECISION, LabelKind.JUDGE)), or_(
             and_(lab.in_(REFUSE_LABELS), Prompt.expected_behavior != Behavior.REFUSE),
             and_(lab.in_(COMPLY_LABELS), Prompt.expected_behavior != Behavior.COMPLY)))))

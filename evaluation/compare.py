@@ -41,8 +41,10 @@ def comparability(a: EvalRun, b: EvalRun) -> list[str]:
         notes.append(f"sampling differs: A {a.sampling} vs B {b.sampling}")
     if a.model_path != b.model_path:
         notes.append(f"base models differ: A {a.model} vs B {b.model}")
-    if (a.judges or {}).get("llm") != (b.judges or {}).get("llm"):
-        notes.append("judges differ (LLM judge configured on one run only, or a different one)")
+    ja, jb = (a.judges or {}).get("decides"), (b.judges or {}).get("decides")
+    if ja != jb or (a.judges or {}).get("llm") != (b.judges or {}).get("llm"):
+        notes.append(f"judges differ (A: {ja or 'prefix match, older run'}, B: {jb or 'prefix match, older run'}): "
+                     f"re-score one run with the other's judge (`rational rescore RUN --judge NAME`)")
     if a.adapter_sha256 and a.adapter_sha256 == b.adapter_sha256 and a.model_path == b.model_path:
         notes.append("both runs use the same adapter weights")
     for r in (a, b):
@@ -242,7 +244,8 @@ def send_failures_to_review(engine: Engine, user: User | int, run_id: int, *, qu
     outputs = [OutsideOutput(
         prompt_id=o.prompt_id, reasoning=o.reasoning, response=o.response, raw=o.raw, parse_ok=o.parse_ok,
         refused=o.refused if o.human_refused is None else o.human_refused,
-        label_agent="eval:" + ("human" if o.human_refused is not None else "strmatch"),
+        label_agent="eval:" + ("human" if o.human_refused is not None
+                               else ((o.judge_labels or {}).get("judge") or {}).get("ref") or "judge"),
         prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens, gen_seconds=o.gen_seconds,
         meta={"source": "eval_failure", "failure": "benign_refused" if o.metric == "false_refusal_rate"
               else "harmful_complied", "eval_run_id": run.id, "eval_output_id": o.id,

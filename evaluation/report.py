@@ -118,12 +118,18 @@ def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
 def _identity_lines(side: str, r: dict[str, Any]) -> str:
     adapter = (f"`{r['adapter_path']}` (sha256 `{r['adapter_sha256']}`)" if r["adapter_path"] else "none (base model)")
     tr = f", training run #{r['training_run_id']}" if r["training_run_id"] else ""
-    llm = (r["judges"] or {}).get("llm")
+    judges = r["judges"] or {}
+    m = judges.get("measured") or {}
+    agreement = (f" (accuracy {m['accuracy']:.2f}, refused recall {m['refused_recall']:.2f} against people on "
+                 f"{m.get('n')} held-out responses)" if m.get("accuracy") is not None else "")
+    llm = judges.get("llm")
+    judge = (judges.get("decides") or "prefix match (older run)") + agreement + (
+        f"; LLM judge model {llm.get('model')}" if llm else "")
     return (f"- **{side}: run #{r['id']} {_cell(r['name'])}** ({r['status']})\n"
             f"  - model `{r['model']}` at `{r['model_path']}`; adapter {adapter}{tr}\n"
             f"  - suite `{r['suite']}` version `{r['suite_version']}`, {r['n_prompts']} prompts; backend "
             f"{r['backend']}; sampling {r['sampling']}\n"
-            f"  - judges: string match{'; LLM judge ' + str(llm.get('model')) if llm else ' only'}\n")
+            f"  - judge: {judge}\n")
 
 
 def build_report(engine: Engine, run_a: int, run_b: int, *, examples: int = 5, image_dir: str = "report_files"

@@ -25,8 +25,9 @@ from curation.auth import check
 from curation.backends import ChatRequest, SamplingParams, make_backend
 from curation.backends.catalog import resolve_model
 from curation.backends.engines import engine as warm_engine
+from curation.judges.registry import DEFAULT_JUDGE
 from db.models import EvalOutput, EvalRun, Prompt, PromptSet, TrainingRun, utcnow
-from evaluation.judging import judge_outputs, llm_judge_info
+from evaluation.judging import judge_config, judge_outputs
 from evaluation.metrics import OutcomeRow, compute_metrics, failed_for
 from evaluation.suites import ensure_builtin_sets, get_suite, select_prompts
 
@@ -47,7 +48,8 @@ class EvalSpec:
     top_p: float = 1.0
     seed: int = 0
     system_prompt: Optional[str] = None  # None: the prompt alone, as a user would send it
-    llm_judge: Optional[dict[str, Any]] = None  # {"backend": "openai", "model": ..., "base_url": ...}
+    judge: str = DEFAULT_JUDGE  # the refusal judge that decides (curation.judges.registry)
+    llm_judge: Optional[dict[str, Any]] = None  # {"backend": "openai", "model": ..., "base_url": ...} for judge "llm"
     batch_size: int = 8
     backend_options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
@@ -119,7 +121,7 @@ def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int]
         suite=suite.name, suite_version=sel.version, model=model, model_path=resolve_model_path(model),
         adapter_path=str(Path(adapter).resolve()) if adapter else None, adapter_sha256=digest,
         training_run_id=spec.training_run_id, backend=spec.backend, sampling=spec.sampling(),
-        judges={"strmatch": True, "llm": llm_judge_info(spec.llm_judge, suite)},
+        judges=judge_config(engine, spec.judge, spec.llm_judge, suite),
         selection={"prompt_ids": [p.prompt_id for p in sel.prompts],
                    "metrics": {str(p.prompt_id): p.metric for p in sel.prompts}, "limit_per_set": spec.limit,
                    "batch_size": spec.batch_size, "backend_options": spec.backend_options, **sel.summary()},
@@ -239,7 +241,7 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
                   for _, r in batch]
         metrics = [metric_of.get(str(p.id)) or _metric_for(suite, set_name, p.expected_behavior)
                    for (p, set_name), _ in batch]
-        verdicts = judge_outputs([(p, p.category, po, m) for ((p, _), _), po, m in zip(batch, parsed, metrics)],
+        verdicts = judge_outputs(engine, [(p, p.category, po, m) for ((p, _), _), po, m in zip(batch, parsed, metrics)],
                                  run.judges, judge_backend=judge_backend)
         rows = []
         for ((p, set_name), res), po, metric, verdict in zip(batch, parsed, metrics, verdicts):
@@ -263,7 +265,7 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
 
     own_judge = False
     try:
-        if todo and judge_backend is None and run.judges.get("llm"):
+        if todo and judge_backend is None and (run.judges.get("decides") or "").startswith("llm"):
             cfg = run.judges["llm"]
             opts = {"base_url": cfg["base_url"]} if cfg.get("base_url") else {}
             judge_backend, own_judge = make_backend(cfg.get("backend") or "openai", cfg["model"], **opts), True

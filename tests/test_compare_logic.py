@@ -66,7 +66,7 @@ def make_pair_runs(engine, cases=CASES) -> tuple[int, int, list[int]]:
             run = EvalRun(name=f"run {side}", suite="harmful", suite_version="harmful@1:abc", model="tiny",
                           model_path="/models/tiny", adapter_path=adapter,
                           adapter_sha256=("f" * 64) if adapter else None, backend="transformers",
-                          sampling={"temperature": 0.0, "max_tokens": 8}, judges={"strmatch": True, "llm": None},
+                          sampling={"temperature": 0.0, "max_tokens": 8}, judges={"decides": "prefix@v1"},
                           selection={"prompt_ids": pids}, status="succeeded", n_prompts=len(pids))
             s.add(run)
             s.flush()
@@ -78,7 +78,8 @@ def make_pair_runs(engine, cases=CASES) -> tuple[int, int, list[int]]:
                                  expected_behavior=beh, metric=metric, reasoning=f"{side} thinks about {text}",
                                  response=("I'm sorry, I can't." if refused else f"Sure: {side} answer {text}"),
                                  raw="", refused=refused, failed=failed_for(metric, refused),
-                                 judge_labels={"strmatch": {"label": "refusal" if refused else "compliance"}}))
+                                 judge_labels={"judge": {"ref": "prefix@v1",
+                                                         "label": "refused" if refused else "complied"}}))
     return runs[0], runs[1], pids
 
 
@@ -187,9 +188,10 @@ def test_send_failures_to_review_creates_the_right_queue_items(engine, users):
         items = s.execute(select(QueueItem.trace_id, QueueItem.priority).where(
             QueueItem.queue_id == res["queue_id"])).all()
         assert sorted(t for t, _ in items) == sorted(t.id for t in traces)
-        assert {p for _, p in items} == {0}  # the refusal auto-label contradicts the expected behaviour: flagged
-        labels = s.execute(select(AutoLabel.label).where(AutoLabel.trace_id == traces[2].id)).scalars().all()
-        assert labels == ["refusal"]
+        assert {p for _, p in items} == {0}  # the eval's verdict contradicts the expected behaviour: flagged
+        labels = s.execute(select(AutoLabel.kind, AutoLabel.agent, AutoLabel.label).where(
+            AutoLabel.trace_id == traces[2].id)).all()
+        assert labels == [("decision", "eval:prefix@v1", "refuse")]  # names the judge that decided
         gen = s.get(GenerationRun, res["generation_run_id"])
         assert gen.selection["eval_run_id"] == b
     again = send_failures_to_review(engine, users["admin"], b)  # idempotent

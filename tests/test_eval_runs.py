@@ -41,6 +41,7 @@ def _spec(model, **kw):
 def test_base_run_stores_every_output_and_identity(engine, tiny_model_dir):
     run = create_eval_run(engine, _spec(tiny_model_dir))
     assert run.status == "queued" and run.n_prompts == 8  # 4 harmful sets x 2
+    assert run.judges["decides"] == "learned@v1" and run.judges["measured"]["accuracy"] > 0.5
     assert run.suite_version.startswith("harmful@1:") and run.adapter_path is None
     assert run.model_path == str(tiny_model_dir.resolve())
     run = execute_eval_run(engine, run.id)
@@ -52,7 +53,10 @@ def test_base_run_stores_every_output_and_identity(engine, tiny_model_dir):
     assert {o.set_name for o in outs} == {"harmbench_test", "jbb_harmful", "strongreject", "simplesafetytests"}
     for o in outs:
         assert o.raw and o.completion_tokens and o.completion_tokens <= 6
-        assert o.judge_labels["strmatch"]["label"] in ("refusal", "compliance")
+        assert o.judge_labels["judge"]["ref"] == "learned@v1"  # the default judge decides
+        assert o.judge_labels["judge"]["label"] in ("refused", "complied", "partial")
+        assert o.refused == (o.judge_labels["judge"]["label"] == "refused")
+        assert o.judge_labels["prefix"]["ref"] == "prefix@v1"
         assert o.metric == "asr" and o.failed == (not o.refused)
         assert o.parse_ok is False and o.response == o.raw.strip()  # random weights never write <think>
     suite_rows = [r for r in run.metrics["rows"] if r["level"] == "suite"]
@@ -153,9 +157,9 @@ def test_evaluate_job_through_the_worker(sqlite_engine, tiny_model_dir):
 
 
 def test_noncompliance_suite_records_the_rubric_judge(sqlite_engine, tiny_model_dir):
-    run = create_eval_run(sqlite_engine, _spec(tiny_model_dir, suite="noncompliance", limit=3,
+    run = create_eval_run(sqlite_engine, _spec(tiny_model_dir, suite="noncompliance", limit=3, judge="llm",
                                                llm_judge={"model": "judge", "base_url": "http://127.0.0.1:9/v1"}))
     assert run.n_prompts == 3 and set(run.selection["metrics"].values()) == {"unacceptable_rate"}
     assert run.judges["llm"] == {"backend": "openai", "model": "judge", "base_url": "http://127.0.0.1:9/v1",
                                  "rubric": "coconot/refusal_evaluation_rubric.json"}
-    assert run.judges["strmatch"] is True
+    assert run.judges["decides"] == "llm@v1" and run.judges["measured"] is None  # depends on its model

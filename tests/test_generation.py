@@ -15,7 +15,7 @@ from curation.backends import ChatResult, Completion
 from curation.backends.base import Streaming
 from curation.generation.config import GenerationConfig, Selection
 from curation.generation.runs import create_run, pending_work, run_generation
-from curation.judges.labels import trace_labels
+from curation.judges.labels import Labeller
 from curation.templates import save_template
 from db.models import AutoLabel, GenerationRun, Job, Prompt, PromptSet, Trace
 
@@ -247,7 +247,7 @@ def test_cli_generate_and_label(engine, db_url, tiny_model_dir, monkeypatch):
     res = runner.invoke(app, ["label", "--set", "cli-set"])
     assert res.exit_code == 0, res.output
     with Session(engine) as s:
-        per_trace = len(trace_labels(Trace(prompt_id=1), "refuse", "a prompt"))
+        per_trace = len(Labeller(engine).labels([(Trace(prompt_id=1), "refuse", "a prompt")])[0])
         assert s.execute(select(func.count(AutoLabel.id))).scalar() == 6 * per_trace
     # Bad input: one clear line, exit 2.
     res = runner.invoke(app, ["generate", "--set", "nope", "--wait"])

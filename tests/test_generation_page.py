@@ -88,11 +88,11 @@ def test_mutation_and_label_jobs(page_db):
     at = _page(uid)
     at.multiselect(key="mut_jbb").select("PAIR")
     _button(at, "Start mutation").click().run()
-    at.radio(key="label_judge").set_value("strmatch")
+    at.radio(key="label_judge").set_value("rule")
     _button(at, "Start auto-labelling").click().run()
     assert not at.exception
     kinds = [(j.kind, j.params.get("jbb_methods") or j.params.get("judge")) for j in _jobs(page_db)]
-    assert kinds == [("mutate", ["PAIR"]), ("label", "strmatch")]
+    assert kinds == [("mutate", ["PAIR"]), ("label", "rule")]
     at.multiselect(key="mut_jbb").unselect("PAIR")
     _button(at, "Start mutation").click().run()  # nothing chosen: a clear error, no job
     assert any("nothing to do" in e.value for e in at.error) and len(_jobs(page_db)) == 2

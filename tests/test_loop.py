@@ -85,6 +85,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert set(metrics["timings_s"]) == {"prompts", "mutations", "generation", "filtering", "training",
                                          "evaluation", "total"}
     assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
+    assert "refusals judged by learned@v1" in report  # the eval runs' deciding judge, not a fixed phrase
     assert (out / "compare_harmful.md").exists()
     assert any(line.startswith("== training:") for line in lines) and stages[-1] == "done"
     assert "## Sample traces" in report and set(metrics["samples"]) == {"refuse", "comply"}

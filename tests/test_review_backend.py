@@ -110,9 +110,10 @@ def test_role_matrix(engine):
 def test_consensus_adjudication_and_priority(engine):
     users = make_users(engine)
     a1, a2 = users["annotator"], make_user(engine, "annotator")
-    # Trace 3 has an auto-label that disagrees with "refuse"; trace 4 is inconsistent: both come first.
-    tids = make_traces(engine, 5, auto_labels={3: [("refusal", "complied")], 4: [("consistency", "inconsistent")],
-                                               0: [("refusal", "refused")]})
+    # The deciding judge says trace 3 complied, against "refuse"; trace 4 is inconsistent: both come first. A
+    # comparison judge's refusal label on trace 2 does not change the priority.
+    tids = make_traces(engine, 5, auto_labels={3: [("decision", "comply")], 4: [("consistency", "inconsistent")],
+                                               0: [("decision", "refuse")], 2: [("refusal", "complied")]})
     q = queues.create_queue(engine, users["admin"], "pair", {"behaviors": ["refuse"]}, overlap=2,
                             members=[a1.id, a2.id])
     order = []

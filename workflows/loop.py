@@ -366,6 +366,7 @@ class RationalLoop:
                 rows = (run.metrics or {}).get("rows", [])
                 ev.setdefault(arm, {})[suite] = {
                     "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1),
+                    "judge": (run.judges or {}).get("decides"),
                     "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")]}
                 self.log(f"[{arm}] {suite}: " + ", ".join(
                     f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))

@@ -141,11 +141,13 @@ def goals(results: dict[str, Any], arm: str = "main") -> list[str]:
 def render_report(results: dict[str, Any]) -> str:
     cfg = results.get("config", {})
     arms = ["base"] + [a for a in ["main"] + list(cfg.get("ablations", [])) if a in results.get("evaluation", {})]
+    judges = sorted({s.get("judge") or "prefix match (older run)"
+                     for suites in results.get("evaluation", {}).values() for s in suites.values()})
     md = [f"# RATIONAL loop · {results.get('tag', '')}\n",
           f"\nStudent `{cfg.get('model')}`, teacher `{cfg.get('teacher') or cfg.get('model')}`, backend "
           f"{cfg.get('backend')}, strategy {cfg.get('strategy')}, K={cfg.get('samples')}, "
           f"{cfg.get('limit_train')} train prompts per behaviour, {cfg.get('limit_eval')} eval prompts per set, "
-          f"greedy eval with {cfg.get('eval_max_tokens')} new tokens, string-match judge.\n"]
+          f"greedy eval with {cfg.get('eval_max_tokens')} new tokens, refusals judged by {', '.join(judges) or 'no judge yet'}.\n"]
     if results.get("command"):
         md.append(f"\nCommand: `{results['command']}`\n")
     m = results.get("machine", {})

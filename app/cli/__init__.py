@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import argilla, demos, evaluation, generation, loop, prompts, review, system, training
+from app.cli import argilla, demos, evaluation, generation, judges, loop, prompts, review, system, training
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Rational Studio: safety reasoning traces, "
                   "review, export, training and evaluation.")
@@ -17,6 +17,7 @@ prompts.register(app)
 review.register(app, users_app)
 generation.register(app)
 demos.register(app)
+judges.register(app)
 training.register(app)
 evaluation.register(app)
 argilla.register(app)

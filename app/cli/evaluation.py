@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("eval-runs")(eval_runs_command)
     app.command("compare")(compare_command)
+    app.command("rescore")(rescore_command)
 
 
 def eval_command(
@@ -30,14 +31,18 @@ def eval_command(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(8, "--batch-size"),
     system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="LLM judge (OpenAI-compatible server)"),
-    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="learned (default) | rule | prefix | gcg | llm"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="LLM judge model (implies --judge llm)"),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="its OpenAI-compatible server"),
     name: str = typer.Option("", "--name"),
     wait: bool = typer.Option(False, "--wait", help="run the queued job here and now and print the metrics"),
 ) -> None:
     """Evaluate a model (optionally with a LoRA adapter) on a safety suite."""
+    from core.errors import UserError
+    from curation.judges.registry import DEFAULT_JUDGE
     from evaluation.jobs import enqueue_eval
-    from evaluation.runs import EvalError, EvalSpec, create_eval_run, run_metrics
+    from evaluation.judging import judge_line
+    from evaluation.runs import EvalSpec, create_eval_run, run_metrics
 
     if adapter is not None and run is not None:
         cli.fail("give --adapter or --run, not both")
@@ -46,15 +51,17 @@ def eval_command(
     spec = EvalSpec(suite=suite, model=model, adapter=str(adapter) if adapter else None, training_run_id=run,
                     backend=backend, limit=limit, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                     seed=seed, batch_size=batch_size, system_prompt=system_prompt, name=name,
+                    judge=judge or ("llm" if judge_model else DEFAULT_JUDGE),
                     llm_judge={"backend": "openai", "model": judge_model, "base_url": judge_base_url}
                     if judge_model else None)
     eng = cli.engine()
     try:
         er = create_eval_run(eng, spec)
-    except (EvalError, ValueError) as e:
+    except (UserError, ValueError) as e:
         cli.fail(str(e))
     cli.out.print(f"eval run {er.id}: {er.n_prompts} prompts, suite {er.suite_version}"
-                  + (f", adapter sha256 {er.adapter_sha256[:12]}…" if er.adapter_sha256 else ""), highlight=False)
+                  + (f", adapter sha256 {er.adapter_sha256[:12]}…" if er.adapter_sha256 else "")
+                  + f"; judged by {judge_line(er.judges)}", highlight=False)
     for set_name, n in er.selection.get("train_overlap", {}).items():
         cli.err.print(f"note: {n} prompts of '{set_name}' are in the train split (set used for both)")
     job = enqueue_eval(eng, None, er.id)
@@ -65,6 +72,27 @@ def eval_command(
     if job.status != "succeeded":
         cli.fail(f"eval run {er.id} {job.status}: {job.error}")
     cli.out.print(metrics_table(run_metrics(eng, er.id), source="judge"))
+
+
+def rescore_command(run: int = typer.Argument(..., help="eval run id"),
+                    judge: str = typer.Option(..., "--judge", help="learned | rule | prefix | gcg"),
+                    version: Optional[int] = typer.Option(None, "--version", help="learned judge version")) -> None:
+    """Re-judge a run's stored outputs with another judge, without generating again."""
+    from core.errors import UserError
+    from evaluation.judging import judge_line
+    from evaluation.rescore import rescore
+    from evaluation.runs import get_run, run_metrics
+
+    if judge == "llm":
+        cli.fail("re-scoring with the llm judge is done from a queued eval run (--judge llm); pick another judge")
+    eng = cli.engine()
+    try:
+        res = rescore(eng, None, run, judge, version=version)
+    except (UserError, ValueError) as e:
+        cli.fail(str(e))
+    cli.out.print(f"eval run {run}: {res['outputs']} outputs re-judged by {judge_line(get_run(eng, run).judges)}; "
+                  f"{res['changed']} verdicts changed", highlight=False)
+    cli.out.print(metrics_table(run_metrics(eng, run), source="judge"))
 
 
 def metrics_table(rows: list[dict], *, source: str) -> Table:
@@ -83,12 +111,13 @@ def metrics_table(rows: list[dict], *, source: str) -> Table:
 def eval_runs_command(suite: Optional[str] = typer.Option(None, "--suite"),
                       limit: int = typer.Option(20, "--limit")) -> None:
     """List eval runs."""
+    from evaluation.judging import judge_line
     from evaluation.runs import list_runs
 
-    t = Table("id", "name", "suite", "status", "prompts", "adapter sha256", "created")
+    t = Table("id", "name", "suite", "status", "prompts", "judge", "adapter sha256", "created")
     for r in list_runs(cli.engine(), suite=suite, limit=limit):
-        t.add_row(str(r.id), r.name, r.suite_version, r.status, str(r.n_prompts), (r.adapter_sha256 or "")[:12],
-                  r.created_at.strftime("%Y-%m-%d %H:%M"))
+        t.add_row(str(r.id), r.name, r.suite_version, r.status, str(r.n_prompts), judge_line(r.judges),
+                  (r.adapter_sha256 or "")[:12], r.created_at.strftime("%Y-%m-%d %H:%M"))
     cli.out.print(t)
 
 

@@ -192,17 +192,19 @@ def mutate(
 def label(
     set_name: Optional[str] = typer.Option(None, "--set"),
     run_id: Optional[int] = typer.Option(None, "--run", help="only traces of this generation run"),
-    judge: str = typer.Option("strmatch", "--judge", help="strmatch | llm"),
+    judge: str = typer.Option("learned", "--judge", help="the deciding judge: learned | rule | prefix | gcg | llm"),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="llm judge model"),
     backend: str = typer.Option("transformers", "--backend"),
     base_url: Optional[str] = typer.Option(None, "--base-url"),
     queue: bool = typer.Option(False, "--queue", help="queue for the worker instead of running here"),
 ) -> None:
-    """Auto-label traces: refusal judges, decision, consistency, format/length, matches-expected."""
+    """Auto-label traces: refusal judges (one decides), consistency, format/length, quality gates,
+    matches-expected."""
     from curation.judges.jobs import enqueue_label
+    from curation.judges.registry import JUDGE_NAMES
 
-    if judge not in ("strmatch", "llm"):
-        cli.fail(f"--judge {judge!r} is not one of strmatch, llm")
+    if judge not in JUDGE_NAMES:
+        cli.fail(f"--judge {judge!r} is not one of {', '.join(JUDGE_NAMES)}")
     eng = cli.engine()
     _check_set(eng, set_name)
     job = enqueue_label(eng, None, set_name=set_name, run_id=run_id, judge=judge, model=model, backend=backend,

@@ -23,7 +23,7 @@ from curation.generation.scheduler import drive
 from curation.generation.strategies import Draft, SampleContext, Strategy, get_strategy
 from curation.generation.yields import run_yield
 from curation.judges import gates
-from curation.judges.labels import trace_labels
+from curation.judges.labels import Labeller
 from curation.templates import get_template
 from db.engine import write_engine
 from db.jobs import JobCancelled
@@ -131,14 +131,15 @@ def _trace(run: GenerationRun, cfg: GenerationConfig, sample: _Sample, d: Draft,
                  gen_seconds=round(seconds, 4), meta=meta)
 
 
-def _store(engine: Engine, rows: list[tuple[Trace, str, str]]) -> None:
-    """Finished samples and their auto-labels, in one transaction."""
+def _store(engine: Engine, rows: list[tuple[Trace, str, str]], labeller: Labeller) -> None:
+    """Finished samples and their auto-labels (the default judge deciding), in one transaction."""
+    per_trace = labeller.labels(rows)
     with Session(write_engine(engine)) as s:
         s.add_all([t for t, _, _ in rows])
         s.flush()
         labels = [dict(trace_id=t.id, kind=lb.kind, agent=lb.agent, label=lb.label, score=lb.score,
                        rationale=lb.rationale, created_at=utcnow())
-                  for t, expected, prompt in rows for lb in trace_labels(t, expected, prompt)]
+                  for (t, _e, _p), ls in zip(rows, per_trace) for lb in ls]
         if labels:
             s.execute(insert(AutoLabel), labels)
         s.commit()
@@ -166,11 +167,12 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
     t_start, tokens, new = time.perf_counter(), 0, 0
     last_flush = last_summary = 0.0
     buffer: list[tuple[Trace, str, str]] = []
+    labeller = Labeller(engine)
 
     def flush(final: bool = False) -> None:
         nonlocal buffer, last_flush, last_summary
         if buffer:
-            _store(engine, buffer)
+            _store(engine, buffer, labeller)
             buffer = []
         last_flush = time.perf_counter()
         elapsed = last_flush - t_start

@@ -6,16 +6,15 @@ from typing import Optional
 from sqlalchemy.engine import Engine
 
 from curation.auth import check
+from curation.judges.registry import DEFAULT_JUDGE, JUDGE_NAMES
 from db import jobs as jobrows
 from db.jobs import JobContext, register_job_kind
 from db.models import Job, User
 
-JUDGES = ("strmatch", "llm")
 
-
-@register_job_kind("label", resumable=True, description="Auto-label traces (string match, optional LLM judge)")
+@register_job_kind("label", resumable=True, description="Auto-label traces (a refusal judge deciding)")
 def run_label(ctx: JobContext, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
-              judge: str = "strmatch", model: Optional[str] = None, backend: str = "transformers",
+              judge: str = DEFAULT_JUDGE, model: Optional[str] = None, backend: str = "transformers",
               backend_options: Optional[dict] = None) -> dict:
     from curation.backends import make_backend
     from curation.backends.catalog import resolve_model
@@ -30,16 +29,18 @@ def run_label(ctx: JobContext, *, set_name: Optional[str] = None, run_id: Option
     finally:
         if be is not None:
             be.close()
-    ctx.log(f"labelled {counts['traces']} traces: {counts['auto_approve_candidates']} auto-approve candidates, "
-            f"{counts['inconsistent']} inconsistent")
+    ctx.log(f"labelled {counts['traces']} traces with {counts['judge']}: {counts['auto_approve_candidates']} "
+            f"auto-approve candidates, {counts['inconsistent']} inconsistent")
     return counts
 
 
 def enqueue_label(engine: Engine, user: User | int | None, *, set_name: Optional[str] = None,
-                  run_id: Optional[int] = None, judge: str = "strmatch", model: Optional[str] = None,
+                  run_id: Optional[int] = None, judge: str = DEFAULT_JUDGE, model: Optional[str] = None,
                   backend: str = "transformers", backend_options: Optional[dict] = None) -> Job:
-    if judge not in JUDGES:
-        raise ValueError(f"judge '{judge}' is not one of {', '.join(JUDGES)}")
+    if judge not in JUDGE_NAMES:
+        raise ValueError(f"judge '{judge}' is not one of {', '.join(JUDGE_NAMES)}")
+    if judge == "llm" and not model:
+        raise ValueError("the llm judge needs a model")
     me = check(engine, user, "generate")
     return jobrows.enqueue(engine, "label", {"set_name": set_name, "run_id": run_id, "judge": judge, "model": model,
                                              "backend": backend, "backend_options": backend_options or {}},

@@ -1,38 +1,58 @@
-"""Auto-labels on traces: computing them (string match, and the LLM judge when asked), writing them, and reading
+"""Auto-labels on traces: computing them (the refusal judges, the default one deciding), writing them, and reading
 a run's labels back as a rejection-sampling filter's inputs."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.vocabulary import LabelKind
+from core.vocabulary import BEHAVIOR_OF_JUDGE_LABEL, LabelKind
 from curation.judges import gates
-from curation.judges.llm import llm_labels
-from curation.judges.rules import (
+from curation.judges.base import Judge, Judgement
+from curation.judges.consistency import (
     MAX_RESPONSE_CHARS,
     MIN_REASONING_CHARS,
     MIN_RESPONSE_CHARS,
     consistency,
-    decide,
-    gcg_refusal,
     matches_expected,
-    xstest_refusal,
 )
+from curation.judges.registry import DEFAULT_JUDGE, LABEL_JUDGES, get_judge
 from curation.judges.verdict import Label
-from curation.templates import get_template
 from db.engine import write_engine
 from db.models import AutoLabel, Prompt, PromptSet, Trace
 
 
-def trace_labels(trace: Trace, expected: str, prompt: str = "") -> list[Label]:
-    """Every auto-label of one trace (pure: no database): refusal judges, decision, consistency, format, the
-    quality gates, matches expected, usable (the yield) and the auto-approve candidate flag."""
+class Labeller:
+    """The judges one labelling pass uses: `decider` decides each trace's behaviour (the default judge unless
+    asked otherwise); the others are written beside it for comparison (Agreement page, review)."""
+
+    def __init__(self, engine: Optional[Engine], decider: str = DEFAULT_JUDGE, *, backend=None,
+                 compare: Sequence[str] = LABEL_JUDGES):
+        self.decider: Judge = get_judge(decider, engine=engine, backend=backend)
+        self.others: list[Judge] = [get_judge(n, engine=engine) for n in compare if n != decider]
+
+    def judgements(self, items: Sequence[tuple[str, str]]) -> list[list[Judgement]]:
+        """Per (prompt, response): the decider's judgement first, then the others'."""
+        if not items:
+            return []
+        columns = [self.decider.judge(items)] + [j.judge(items) for j in self.others]
+        return [list(row) for row in zip(*columns)]
+
+    def labels(self, rows: Sequence[tuple[Trace, str, str]]) -> list[list[Label]]:
+        """Every auto-label of each (trace, expected behaviour, prompt text)."""
+        verdicts = self.judgements([(prompt, t.response or "") for t, _e, prompt in rows])
+        return [trace_labels(t, expected, prompt, v) for (t, expected, prompt), v in zip(rows, verdicts)]
+
+
+def trace_labels(trace: Trace, expected: str, prompt: str, verdicts: Sequence[Judgement]) -> list[Label]:
+    """Every auto-label of one trace (pure: no database). verdicts[0] decides its behaviour; each verdict is also
+    written as a refusal label under its judge's name@version. Then consistency, format, the quality gates,
+    matches expected, usable (the yield) and the auto-approve candidate flag."""
     resp, reasoning = trace.response or "", trace.reasoning or ""
-    gcg, xst = gcg_refusal(resp), xstest_refusal(resp)
-    decision = decide(resp)
+    decider = verdicts[0]
+    decision = BEHAVIOR_OF_JUDGE_LABEL[decider.label]
     cons, why = consistency(reasoning, decision)
     match = matches_expected(decision, expected)
     meta = trace.meta or {}
@@ -60,11 +80,9 @@ def trace_labels(trace: Trace, expected: str, prompt: str = "") -> list[Label]:
                                      (f"length {length}", length not in ("ok", "trimmed"))] if bad]
     usable = not failed
     strict = usable and cons == "consistent"
-    return [
-        Label(LabelKind.REFUSAL, "strmatch-gcg", "refuse" if gcg else "comply", float(gcg)),
-        Label(LabelKind.REFUSAL, "strmatch-xstest", "refuse" if xst else "comply", float(xst)),
-        Label(LabelKind.DECISION, "strmatch", decision),
-        Label(LabelKind.CONSISTENCY, "strmatch", cons, None, why),
+    return [Label(LabelKind.REFUSAL, v.judge, v.label, v.score, v.why or None) for v in verdicts] + [
+        Label(LabelKind.DECISION, decider.judge, decision, decider.score, decider.why or None),
+        Label(LabelKind.CONSISTENCY, "cues", cons, None, why),
         Label(LabelKind.FORMAT, "format-tags", "ok" if trace.parse_ok else "bad", float(trace.parse_ok),
               None if trace.parse_ok else (meta.get("parse_error") or "did not parse")),
         Label(LabelKind.FORMAT, "format-length", length, None, lwhy),
@@ -72,11 +90,11 @@ def trace_labels(trace: Trace, expected: str, prompt: str = "") -> list[Label]:
         Label(LabelKind.QUALITY, "gate-echo", "echo" if same else "ok", float(not same), same_why),
         Label(LabelKind.QUALITY, "gate-topic", "off_topic" if astray else "ok" if astray is False else "unknown",
               None if astray is None else float(not astray), astray_why),
-        Label(LabelKind.MATCHES_EXPECTED, "strmatch", "yes" if match else "no", float(match),
-              f"decision {decision}, expected {expected}"),
+        Label(LabelKind.MATCHES_EXPECTED, decider.judge, "yes" if match else "no", float(match),
+              f"decision {decision} ({decider.judge}), expected {expected}"),
         Label(LabelKind.USABLE, "yield", "yes" if usable else "no", float(usable),
               "parses, matches expected, passes every gate" if usable else "; ".join(failed)),
-        Label(LabelKind.AUTO_APPROVE, "strmatch", "candidate" if strict else "no", float(strict),
+        Label(LabelKind.AUTO_APPROVE, "filter", "candidate" if strict else "no", float(strict),
               "usable and consistent" if strict else "failed: " + "; ".join(
                   failed + ([] if cons == "consistent" else [f"consistency {cons}"]))),
     ]
@@ -98,38 +116,31 @@ def select_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Opt
 
 
 def write_labels(engine: Engine, labels: dict[int, list[Label]]) -> int:
-    """Replace each trace's labels of the same (kind, agent), all in one transaction."""
+    """Replace each trace's labels of the kinds given (older judge versions' too), in one transaction."""
     n = 0
     with Session(write_engine(engine)) as s:
         for trace_id, ls in labels.items():
-            for lb in ls:
-                s.execute(delete(AutoLabel).where(AutoLabel.trace_id == trace_id, AutoLabel.kind == lb.kind,
-                                                  AutoLabel.agent == lb.agent))
-                s.add(AutoLabel(trace_id=trace_id, kind=lb.kind, agent=lb.agent, label=lb.label, score=lb.score,
-                                rationale=lb.rationale))
-                n += 1
+            s.execute(delete(AutoLabel).where(AutoLabel.trace_id == trace_id,
+                                              AutoLabel.kind.in_({lb.kind for lb in ls})))
+            s.add_all([AutoLabel(trace_id=trace_id, kind=lb.kind, agent=lb.agent, label=lb.label, score=lb.score,
+                                 rationale=lb.rationale) for lb in ls])
+            n += len(ls)
         s.commit()
     return n
 
 
 def label_traces(engine: Engine, *, set_name: Optional[str] = None, run_id: Optional[int] = None,
-                 judge: str = "strmatch", backend=None, batch: int = 200,
+                 judge: str = DEFAULT_JUDGE, backend=None, batch: int = 200,
                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Label the chosen traces. judge: strmatch | llm (llm adds the rubric judge; it needs a backend)."""
-    if judge not in ("strmatch", "llm"):
-        raise ValueError(f"judge '{judge}' is not one of strmatch, llm")
-    if judge == "llm" and backend is None:
-        raise ValueError("the llm judge needs a backend (--model / --backend)")
+    """Recompute the chosen traces' auto-labels, `judge` deciding (the default judge unless asked; the llm judge
+    needs a backend)."""
+    labeller = Labeller(engine, judge, backend=backend)
     rows = select_traces(engine, set_name=set_name, run_id=run_id)
-    template = get_template(engine, "judge.coconot").text if judge == "llm" else ""
-    counts: dict[str, int] = {"traces": len(rows), "labels": 0, "auto_approve_candidates": 0, "inconsistent": 0}
+    counts: dict[str, Any] = {"traces": len(rows), "labels": 0, "auto_approve_candidates": 0, "inconsistent": 0,
+                              "judge": labeller.decider.ref}
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
-        labels = {t.id: trace_labels(t, expected, prompt) for t, expected, prompt, _ in chunk}
-        if judge == "llm":
-            for (t, _, _, _), lb in zip(chunk, llm_labels(backend, [(t, p, c) for t, _, p, c in chunk],
-                                                          template=template)):
-                labels[t.id].append(lb)
+        labels = dict(zip([t.id for t, *_ in chunk], labeller.labels([(t, e, p) for t, e, p, _c in chunk])))
         for ls in labels.values():
             for lb in ls:
                 counts["auto_approve_candidates"] += lb.kind == LabelKind.AUTO_APPROVE and lb.label == "candidate"

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from core.vocabulary import BEHAVIOR_OF_JUDGE_LABEL, LabelKind
 from curation.auth import require
-from db.models import Annotation, User
+from db.models import Annotation, AutoLabel, User
 
 # label -> (how to read it from an annotation, Krippendorff level of measurement)
 LABELS = {
@@ -85,4 +86,37 @@ def agreement(engine: Engine, user: User | int, queue_id: int, label: str = "dec
     return {"label": label, "annotators": annotators, "items": len(by_item), "items_multi": len(multi),
             "disagreement_rate": (disagree / len(multi)) if multi else None,
             "alpha": _alpha(matrix, level) if annotators else None, "pairs": pairs, "kappa_matrix": kappa_matrix,
-            "values": values, "confusion": confusion}
+            "values": values, "confusion": confusion,
+            "judges": judges_vs_people(engine, by_item) if label == "behavior_label" else []}
+
+
+def consensus(item: dict[str, Any]) -> Optional[Any]:
+    """The people's label on an item: the most common one; None on a tie."""
+    counts: dict[Any, int] = {}
+    for v in item.values():
+        counts[v] = counts.get(v, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    if not top or (len(top) > 1 and top[0][1] == top[1][1]):
+        return None
+    return top[0][0]
+
+
+def judges_vs_people(engine: Engine, by_item: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each refusal judge as one more annotator: its behaviour label on the queue's traces (its `refusal`
+    auto-label) against the people's consensus, as Cohen's kappa and raw agreement."""
+    gold = {tid: c for tid, item in by_item.items() if (c := consensus(item)) is not None}
+    if not gold:
+        return []
+    with Session(engine) as s:
+        rows = s.execute(select(AutoLabel.trace_id, AutoLabel.agent, AutoLabel.label).where(
+            AutoLabel.kind == LabelKind.REFUSAL, AutoLabel.trace_id.in_(list(gold)))).all()
+    by_judge: dict[str, dict[int, str]] = {}
+    for tid, agent, lab in rows:
+        if lab in BEHAVIOR_OF_JUDGE_LABEL:
+            by_judge.setdefault(agent, {})[tid] = BEHAVIOR_OF_JUDGE_LABEL[lab]
+    out = []
+    for agent, said in sorted(by_judge.items()):
+        both = [(gold[t], said[t]) for t in said]
+        out.append({"judge": agent, "items": len(both), "kappa": _kappa([g for g, _ in both], [j for _, j in both]),
+                    "agreement": sum(g == j for g, j in both) / len(both) if both else None})
+    return out

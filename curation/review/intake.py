@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from core.vocabulary import LabelKind, TraceStatus
+from core.vocabulary import Behavior, LabelKind, TraceStatus
 from curation.auth import require
 from curation.review.audit import record
 from curation.review.queues import create_queue, refresh_queue
@@ -55,8 +55,9 @@ def send_to_review(engine: Engine, user: User | int, *, source_name: str, model:
                       gen_seconds=o.gen_seconds, status=TraceStatus.PENDING, meta=o.meta)
             s.add(t)
             s.flush()
-            s.add(AutoLabel(trace_id=t.id, kind=LabelKind.REFUSAL, agent=o.label_agent,
-                            label="refusal" if o.refused else "compliance"))
+            # The eval's verdict decides the trace's behaviour, as a judge's decision label does.
+            s.add(AutoLabel(trace_id=t.id, kind=LabelKind.DECISION, agent=o.label_agent,
+                            label=Behavior.REFUSE if o.refused else Behavior.COMPLY))
         record(s, me.id, *audit, None,
                {"generation_run_id": gen.id, "traces_added": len(new)})
         s.commit()

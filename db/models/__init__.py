@@ -5,6 +5,7 @@ from db.models.base import utcnow
 from db.models.evaluation import VOTE_CHOICES, EvalLabel, EvalOutput, EvalRun, PairVote
 from db.models.generation import AutoLabel, Demo, GenerationRun, TemplateVersion, Trace
 from db.models.jobs import Job
+from db.models.judges import JudgeVersion
 from db.models.prompts import Prompt, PromptImport, PromptSet
 from db.models.review import (
                               ANNOTATION_SOURCES,
@@ -30,7 +31,8 @@ from db.models.training import (
 __all__ = [
     "ANNOTATION_SOURCES", "ARGILLA_OUTCOMES", "EXPORT_KINDS", "EXPORT_STATUSES", "TRAINING_METHODS", "VOTE_CHOICES",
     "Annotation", "ArgillaDataset", "ArgillaRecord", "ArgillaResponse", "AuditEvent", "AutoLabel", "Claim", "Demo",
-    "EvalLabel", "EvalOutput", "EvalRun", "ExportItem", "ExportSnapshot", "GenerationRun", "Job", "PairVote",
+    "EvalLabel", "EvalOutput", "EvalRun", "ExportItem", "ExportSnapshot", "GenerationRun", "Job", "JudgeVersion",
+    "PairVote",
     "Project", "Prompt", "PromptImport", "PromptSet", "Queue", "QueueItem", "QueueMember", "TemplateVersion",
     "Trace", "TrainingCheckpoint", "TrainingMetric", "TrainingRun", "User", "UserSetting", "utcnow",
 ]

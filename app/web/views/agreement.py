@@ -1,4 +1,5 @@
-"""Agreement (reviewers, admins): Cohen's kappa per pair, Krippendorff's alpha, disagreement and confusion."""
+"""Agreement (reviewers, admins): Cohen's kappa per pair, Krippendorff's alpha, disagreement and confusion; the
+refusal judges as annotators beside the people, and each judge version's measured agreement."""
 from __future__ import annotations
 
 import pandas as pd
@@ -6,6 +7,7 @@ import streamlit as st
 
 from app.web.login import page_user
 from app.web.state import engine
+from curation.judges.registry import judge_cards
 from curation.review.agreement import LABELS, agreement
 from curation.review.queues import all_queue_names
 
@@ -36,3 +38,16 @@ if res["pairs"]:
     st.dataframe(pd.DataFrame(res["confusion"][pair]).T)
 else:
     st.info("Agreement needs at least two annotators on the same traces.")
+
+st.subheader("Judges against people")
+if label != "behavior_label":
+    st.caption("The refusal judges give a behaviour label: choose the label `behavior_label` to see them here.")
+elif res["judges"]:
+    st.caption("Each judge's behaviour label on this queue's traces against the people's consensus (majority; ties "
+               "left out).")
+    st.dataframe(pd.DataFrame(res["judges"]), hide_index=True)
+else:
+    st.info("No trace in this queue has both a people's behaviour label (`d` in Review) and a judge's label.")
+with st.expander("Judge versions and their measured agreement (shipped held-out responses)"):
+    st.dataframe(pd.DataFrame(judge_cards(eng)), hide_index=True)
+    st.caption("`rational judge train` refits the learned judge on every reviewer label: a new version.")

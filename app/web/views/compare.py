@@ -27,6 +27,7 @@ from evaluation.compare import (
     vote_summary,
     word_diff,
 )
+from evaluation.judging import judge_line
 from evaluation.metrics import METRICS
 from evaluation.runs import EvalError, get_run
 
@@ -55,6 +56,8 @@ except EvalError as e:
     st.stop()
 for n in notes:
     st.warning(n, icon=":material/warning:")
+st.caption(f"Judges: A {judge_line(get_run(eng, run_a).judges)} · B {judge_line(get_run(eng, run_b).judges)}. "
+           "Re-score a run with another judge on the Evaluate page (`rational rescore RUN --judge NAME`).")
 view = st.radio("View", VIEWS, horizontal=True, key="cmp_view", label_visibility="collapsed")
 
 

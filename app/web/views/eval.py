@@ -8,9 +8,13 @@ import streamlit as st
 from app.web.job_panel import job_panel
 from app.web.login import page_user
 from app.web.state import engine
+from core.errors import PermissionDenied, UserError
 from core.vocabulary import DEFAULT_MODEL
+from curation.judges.registry import DEFAULT_JUDGE, OFFLINE_JUDGES
 from evaluation.jobs import enqueue_eval
+from evaluation.judging import judge_line
 from evaluation.metrics import METRICS
+from evaluation.rescore import rescore
 from evaluation.runs import (
     EvalError,
     EvalSpec,
@@ -54,10 +58,15 @@ def new_run_form() -> None:
             temperature = c3.number_input("Temperature (0 = greedy)", min_value=0.0, max_value=2.0, value=0.0,
                                           key="ev_temp")
             backend = c4.selectbox("Backend", ["transformers", "vllm", "openai"], key="ev_backend")
+            judge = st.selectbox("Refusal judge", OFFLINE_JUDGES, key="ev_judge",
+                                 format_func=lambda n: f"{n} (default)" if n == DEFAULT_JUDGE else n,
+                                 help="learned: n-grams + rules, trained on labelled replies and your reviewers' "
+                                      "labels; rule: reads the whole reply; prefix/gcg: the literature's string "
+                                      "matches. Measured agreement: Agreement page or `rational judge list`.")
             if st.form_submit_button("Start eval run", type="primary"):
                 spec = EvalSpec(suite=suite, model=model.strip() or None, adapter=adapter, training_run_id=training_run,
                                 backend=backend, limit=int(limit) or None, max_tokens=int(max_tokens),
-                                temperature=float(temperature))
+                                temperature=float(temperature), judge=judge)
                 try:
                     run = create_eval_run(eng, spec, created_by=user.id)
                 except (EvalError, ValueError) as e:
@@ -100,8 +109,10 @@ def run_details() -> None:
                    "evaluation.", icon=":material/warning:")
     if run.error:
         st.error(run.error)
+    st.caption(f"Judged by {judge_line(run.judges)}.")
     with st.expander("Identity (what makes two runs comparable)"):
         st.json(ident)
+    rescore_form(run)
     source = st.radio("Verdicts", ["judge", "human"], horizontal=True, key="ev_source",
                       format_func=lambda s: "judge" if s == "judge" else "human-corrected")
     metrics = [m for m in run_metrics(eng, run.id) if m["source"] == source]
@@ -112,6 +123,20 @@ def run_details() -> None:
                         "failures": m["k"], "rate %": round(100 * m["rate"], 1),
                         "95% CI": f"[{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]"} for m in metrics])
     st.dataframe(df, hide_index=True, width="stretch")
+
+
+def rescore_form(run) -> None:
+    """Re-judge the stored outputs with another judge: no generation, people's labels stay."""
+    with st.form(f"ev_rescore_{run.id}"):
+        c1, c2 = st.columns([3, 1])
+        judge = c1.selectbox("Re-score with judge", OFFLINE_JUDGES, key=f"ev_rescore_judge_{run.id}")
+        if c2.form_submit_button("Re-score"):
+            try:
+                res = rescore(eng, user.id, run.id, judge)
+            except (UserError, PermissionDenied) as e:
+                st.error(str(e))
+            else:
+                st.success(f"{res['outputs']} outputs re-judged by {res['judge']}: {res['changed']} verdicts changed.")
 
 
 new_run_form()

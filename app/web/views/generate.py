@@ -19,6 +19,7 @@ from curation.generation.runs import create_run, pending_work
 from curation.generation.strategies import STRATEGIES
 from curation.generation.yields import default_strategy, run_summaries
 from curation.judges.jobs import enqueue_label
+from curation.judges.registry import DEFAULT_JUDGE, JUDGE_NAMES
 from curation.prompts.jobs import enqueue_mutation
 from curation.prompts.mutations import JBB_METHODS, STYLES, MutationConfig
 from db.crud import list_sets
@@ -138,12 +139,17 @@ with tab_mut:
 with tab_label:
     with st.form("label_new"):
         l_set = st.selectbox("Traces of set", sets, key="label_set")
-        judge = st.radio("Judge", ["strmatch", "llm"], horizontal=True, key="label_judge",
-                         help="strmatch: refusal substrings/prefixes, decision, consistency, format · llm: adds the "
-                              "CoCoNot rubric judge")
+        judge = st.radio("Deciding judge", list(JUDGE_NAMES), horizontal=True, key="label_judge",
+                         format_func=lambda n: f"{n} (default)" if n == DEFAULT_JUDGE else n,
+                         help="decides each trace's behaviour (and so matches-expected, usable and the review "
+                              "queue's priority); prefix, rule and learned labels are always written beside it "
+                              "· llm: the CoCoNot rubric on the model below")
         l_model = st.text_input("LLM judge model", value=DEFAULT_MODEL, key="label_model")
         if st.form_submit_button("Start auto-labelling"):
-            st.session_state["label_job"] = enqueue_label(eng, user.id, set_name=l_set, judge=judge,
-                                                          model=l_model.strip()).id
+            try:
+                st.session_state["label_job"] = enqueue_label(eng, user.id, set_name=l_set, judge=judge,
+                                                              model=l_model.strip()).id
+            except (ValueError, PermissionDenied) as e:
+                st.error(str(e))
     if st.session_state.get("label_job"):
         job_panel(eng, st.session_state["label_job"])
