@@ -1,4 +1,5 @@
-"""The background worker: claims queued jobs (optionally only some kinds) and runs each with db.jobs' runner."""
+"""The background worker: claims queued jobs (optionally only some kinds) and runs each with db.jobs' runner.
+Before each claim it reaps: jobs whose worker stopped heart-beating, then what those jobs left half done."""
 from __future__ import annotations
 
 import os
@@ -33,9 +34,17 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         load_job_kinds()
 
+    def reap(self) -> None:
+        from curation.export.snapshot import reap_exports
+        from training.runs import reconcile
+
+        jobrows.reap_stale(self.engine, self.stale_after_s)
+        reconcile(self.engine)  # training runs whose job has ended: failed, their PID cleared
+        reap_exports(self.engine)  # snapshots still building under an ended job: failed, temp folders removed
+
     def run_one(self) -> bool:
         """Claim and run one job; False when nothing was queued."""
-        jobrows.reap_stale(self.engine, self.stale_after_s)
+        self.reap()
         job = jobrows.claim_next(self.engine, self.worker_id, kinds=list(jobrows.JOB_KINDS))
         if job is None:
             return False

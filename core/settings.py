@@ -44,10 +44,13 @@ class Settings(BaseSettings):
         None, description="Hugging Face token for an Argilla server in a private Space")
 
     def home(self) -> Path:
-        """The data directory, created owner-only on first use."""
+        """The data directory, owner-only: it holds password hashes, API keys and the data. Created 0700; one
+        that others can read (made by hand, or by an older version) is narrowed to 0700."""
         path = self.rational_home.expanduser()
         if not path.is_dir():
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
         return path
 
 

@@ -7,18 +7,20 @@ means the local operator: the CLI and the worker acting on their own, who hold t
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from core.errors import PermissionDenied
+from core.errors import LoginThrottled, PermissionDenied
 from core.vocabulary import ROLES, Role
+from curation.sessions import revoke_user_sessions
 from db.engine import write_engine
-from db.models import AuditEvent, User
+from db.models import AuditEvent, LoginAttempt, User, utcnow
 
 EVERYONE = frozenset(ROLES)
 STAFF = frozenset({Role.REVIEWER, Role.ADMIN})
@@ -47,10 +49,20 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view_activity": ADMINS,
 }
 MIN_PASSWORD = 8
+ARGILLA_PREFIX = "argilla:"  # accounts made by an Argilla pull; ':' is not allowed in names people choose
+# Sign-in throttling: FREE_FAILURES wrong passwords per user name or client, then a wait that doubles.
+FREE_FAILURES = 5
+BASE_DELAY_S = 30
+MAX_DELAY_S = 15 * 60
+THROTTLE_WINDOW = timedelta(hours=1)
 
 _hasher = PasswordHasher()
 # Verified against when the user name is unknown, so an unknown name costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
 
 
 def can(role: str, action: str) -> bool:
@@ -84,21 +96,30 @@ def check(engine: Engine, user: User | int | None, action: str) -> Optional[User
 
 
 def user_dict(u: User) -> dict:
-    return {"id": u.id, "username": u.username, "role": u.role, "is_active": u.is_active}
+    return {"id": u.id, "username": u.username, "role": u.role, "is_active": u.is_active,
+            "argilla_username": u.argilla_username}
 
 
 # -- accounts ---------------------------------------------------------------------------------------------------
-def create_user(engine: Engine, username: str, password: str, role: str) -> User:
-    """A new account (no actor check: `add_user` and the first-run form decide who may call this)."""
+def create_user(engine: Engine, username: str, password: str, role: str, *, only_if_none: bool = False) -> User:
+    """A new account (no actor check: `add_user` and the first-run form decide who may call this). With
+    `only_if_none`, only while no account exists at all."""
     username = username.strip()
     if not username:
         raise ValueError("the user name is empty")
+    if ":" in username:
+        raise ValueError(f"user name '{username}': ':' is reserved for accounts linked to Argilla")
     if role not in ROLES:
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
     password_hash = _hasher.hash(password)  # slow on purpose: do it before taking the write lock
     with Session(write_engine(engine), expire_on_commit=False) as s:
+        if only_if_none:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("LOCK TABLE app_user IN SHARE ROW EXCLUSIVE MODE"))  # SQLite: the write lock
+            if s.execute(select(func.count(User.id))).scalar_one():
+                raise PermissionDenied("an account already exists; ask an admin to add yours")
         if s.execute(select(User.id).where(User.username == username)).first():
             raise ValueError(f"user '{username}' already exists")
         user = User(username=username, password_hash=password_hash, role=role)
@@ -107,15 +128,78 @@ def create_user(engine: Engine, username: str, password: str, role: str) -> User
         return user
 
 
-def authenticate(engine: Engine, username: str, password: str) -> Optional[User]:
-    """The active user with this name and password, or None; the same work is done whatever the name."""
+def _retry_after(session: Session, column, value: str, now: datetime) -> int:
+    """Seconds until `value` (a user name or a client) may try again: none for FREE_FAILURES failures since its
+    last success within the window, then a delay doubling with each further failure."""
+    since = now - THROTTLE_WINDOW
+    last_ok = session.execute(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok)).scalar()
+    if last_ok is not None and _aware(last_ok) > since:
+        since = _aware(last_ok)
+    n, last = session.execute(select(func.count(LoginAttempt.id), func.max(LoginAttempt.at))
+                              .where(column == value, ~LoginAttempt.ok, LoginAttempt.at > since)).one()
+    if n < FREE_FAILURES:
+        return 0
+    delay = min(BASE_DELAY_S * 2 ** (n - FREE_FAILURES), MAX_DELAY_S)
+    return max(0, int(delay - (now - _aware(last)).total_seconds() + 0.999))
+
+
+def authenticate(engine: Engine, username: str, password: str, *, client: str = "local") -> Optional[User]:
+    """The active user with this name and password, or None. The same work is done whatever the name (an unknown
+    one is verified against a dummy hash). Every attempt is recorded; after repeated failures for the name or the
+    client, attempts are refused with `LoginThrottled` (right password or not) and failures go to the audit log."""
+    name, client = username.strip()[:100], (client or "unknown")[:100]
+    now = utcnow()
     with Session(engine, expire_on_commit=False) as s:
-        user = s.execute(select(User).where(User.username == username.strip())).scalars().first()
+        wait = max(_retry_after(s, LoginAttempt.username, name, now), _retry_after(s, LoginAttempt.client, client, now))
+        user = s.execute(select(User).where(User.username == name)).scalars().first()
+    if wait:
+        _record_attempt(engine, name, client, user, now, ok=False, throttled=True)
+        raise LoginThrottled(wait)
     try:
         _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
+        ok = user is not None and user.is_active
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return None
-    return user if user is not None and user.is_active else None
+        ok = False
+    _record_attempt(engine, name, client, user, now, ok=ok)
+    return user if ok else None
+
+
+def _record_attempt(engine: Engine, name: str, client: str, user: Optional[User], at: datetime, *, ok: bool,
+                    throttled: bool = False) -> None:
+    with Session(write_engine(engine)) as s:
+        if not throttled:  # a refused attempt checked no password: it does not lengthen the wait
+            s.add(LoginAttempt(username=name, client=client, ok=ok, at=at))
+        if not ok:
+            s.add(AuditEvent(actor_id=user.id if user else None, entity="login", entity_id=user.id if user else 0,
+                             action="login_throttled" if throttled else "login_failed",
+                             after={"username": name, "client": client}))
+        s.commit()
+
+
+def change_password(engine: Engine, acting: User | int, user_id: int, new_password: str, *,
+                    current_password: Optional[str] = None) -> None:
+    """Users change their own password (giving the current one); admins reset anyone else's; None is the local
+    operator (`rational users password`). Every session of the user ends, so a stolen cookie stops working."""
+    if len(new_password) < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    new_hash = _hasher.hash(new_password)
+    with Session(write_engine(engine), expire_on_commit=False) as s:
+        me = actor(s, acting) if acting is not None else None
+        target = s.get(User, user_id)
+        if target is None:
+            raise ValueError(f"user {user_id} does not exist")
+        if me is not None and me.id == target.id:
+            try:
+                _hasher.verify(target.password_hash, current_password or "")
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                raise PermissionDenied("the current password is wrong") from None
+        elif me is not None:
+            require(s, me, "manage_users")
+        target.password_hash = new_hash
+        revoke_user_sessions(s, target.id)
+        s.add(AuditEvent(actor_id=me.id if me else None, entity="user", entity_id=target.id,
+                         action="password_change"))
+        s.commit()
 
 
 def count_users(engine: Engine) -> int:
@@ -134,10 +218,9 @@ def find_user(engine: Engine, username: str) -> Optional[User]:
 
 
 def create_first_admin(engine: Engine, username: str, password: str) -> User:
-    """The first-run form: works only while no user exists at all."""
-    if count_users(engine):
-        raise PermissionDenied("an account already exists; ask an admin to add yours")
-    return create_user(engine, username, password, Role.ADMIN)
+    """The first-run form: works only while no user exists at all. The check and the insert are one transaction
+    under a lock, so simultaneous first-run forms create one admin, not several."""
+    return create_user(engine, username, password, Role.ADMIN, only_if_none=True)
 
 
 def add_user(engine: Engine, acting: User | int, username: str, password: str, role: str) -> User:
@@ -152,7 +235,8 @@ def add_user(engine: Engine, acting: User | int, username: str, password: str, r
 
 
 def update_user(engine: Engine, acting: User | int, user_id: int, *, role: str | None = None,
-                is_active: bool | None = None) -> User:
+                is_active: bool | None = None, argilla_username: str | None = None) -> User:
+    """Role, active flag, or the Argilla account whose responses count as this user's ("" unlinks)."""
     if role is not None and role not in ROLES:
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
     with Session(engine, expire_on_commit=False) as s:
@@ -165,6 +249,14 @@ def update_user(engine: Engine, acting: User | int, user_id: int, *, role: str |
             u.role = role
         if is_active is not None:
             u.is_active = is_active
+            if not is_active:
+                revoke_user_sessions(s, u.id)
+        if argilla_username is not None:
+            taken = s.execute(select(User.username).where(User.argilla_username == argilla_username,
+                                                          User.id != u.id)).scalar()
+            if argilla_username and taken:
+                raise ValueError(f"Argilla user '{argilla_username}' is already linked to '{taken}'")
+            u.argilla_username = argilla_username or None
         if u.id == admin.id and (u.role != Role.ADMIN or not u.is_active):
             raise ValueError("you cannot remove your own admin rights")
         s.add(AuditEvent(actor_id=admin.id, entity="user", entity_id=u.id, action="update", before=before,

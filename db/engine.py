@@ -1,11 +1,12 @@
 """One engine factory. `DATABASE_URL` picks the database; the default is a SQLite file under RATIONAL_HOME."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
 from core.settings import get_settings
@@ -36,9 +37,20 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _private_file(path: str | None) -> None:
+    """Create a new SQLite file owner-only (SQLite would make it 0644; its -wal and -shm files copy the mode)."""
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # a missing folder or a race: SQLite reports it (or creates the file) on connect
+
+
 def make_engine(url: str | None = None, **kwargs) -> Engine:
     url = url or database_url()
     if url.startswith("sqlite"):
+        _private_file(make_url(url).database)
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -58,6 +70,13 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def busy(error: BaseException) -> bool:
+    """A write that gave up waiting for the lock (SQLite "database is locked" / PostgreSQL lock timeout): the
+    caller may simply try again."""
+    text = str(error).lower()
+    return "database is locked" in text or "database is busy" in text or "lock timeout" in text
 
 
 def write_engine(engine: Engine) -> Engine:

@@ -103,8 +103,8 @@ def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int]
             tr = s.get(TrainingRun, spec.training_run_id)
         if tr is None:
             raise EvalError(f"training run {spec.training_run_id} does not exist")
-        if not tr.adapter_path:
-            raise EvalError(f"training run {tr.id} has no adapter yet (status {tr.status})")
+        if tr.status != "succeeded" or not tr.adapter_path:  # a run that did not finish has no final adapter
+            raise EvalError(f"training run {tr.id} is {tr.status}; only a succeeded run's adapter is evaluated")
         adapter, model = tr.adapter_path, model or tr.base_model
     if not model:
         raise EvalError("give a model (--model), or a training run (--run) whose base model is used")
@@ -335,11 +335,12 @@ def run_identity(run: EvalRun) -> dict[str, Any]:
 
 
 def adapter_choices(engine: Engine) -> list[dict[str, Any]]:
-    """Training runs that have an adapter to evaluate (for pickers)."""
+    """Succeeded training runs, whose adapter is final (for pickers)."""
     with Session(engine) as s:
         rows = s.execute(select(TrainingRun.id, TrainingRun.name, TrainingRun.base_model, TrainingRun.method,
                                 TrainingRun.status, TrainingRun.adapter_path)
-                         .where(TrainingRun.adapter_path.is_not(None)).order_by(TrainingRun.id.desc())).all()
+                         .where(TrainingRun.status == "succeeded", TrainingRun.adapter_path.is_not(None))
+                         .order_by(TrainingRun.id.desc())).all()
     return [{"id": i, "label": f"#{i} {n or m} ({meth}, {st}) on {m}", "base_model": m, "adapter_path": a}
             for i, n, m, meth, st, a in rows]
 

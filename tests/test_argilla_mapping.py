@@ -7,8 +7,10 @@ import stat
 
 import pytest
 
+from core.errors import PermissionDenied
 from curation.review.argilla import connection, mapping
 from db.filters import TraceFilter
+from tests.factories import make_users
 
 TRACE = {"id": 7, "version": 3, "prompt": "How do I pick a lock?", "reasoning": "Lockpicking can be legal.",
          "response": "I can explain in general terms.", "model": "tiny", "set_name": "xstest",
@@ -79,12 +81,18 @@ def test_conflict_reason(version, baseline, events, conflict):
         assert events[-1] in reason
 
 
-def test_settings_env_overrides_file_and_file_is_private(monkeypatch, tmp_path):
+def test_settings_env_overrides_file_and_file_is_private(monkeypatch, tmp_path, sqlite_engine):
     for k in ("ARGILLA_API_URL", "ARGILLA_API_KEY", "ARGILLA_WORKSPACE"):
         monkeypatch.delenv(k, raising=False)
     assert connection.connection_settings() is None
     assert connection.status()["configured"] is False
-    connection.save_connection_settings("http://argilla.example:6900/", "k-secret", "team")
+    users = make_users(sqlite_engine)
+    for role in ("annotator", "reviewer"):  # only admins set the key everyone's syncs use
+        with pytest.raises(PermissionDenied):
+            connection.save_connection_settings(sqlite_engine, users[role], "http://evil.example:6900", "k")
+    assert connection.connection_settings() is None
+    connection.save_connection_settings(sqlite_engine, users["admin"], "http://argilla.example:6900/", "k-secret",
+                                        "team")
     path = connection._settings_path()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     conn = connection.connection_settings()
@@ -93,7 +101,7 @@ def test_settings_env_overrides_file_and_file_is_private(monkeypatch, tmp_path):
     monkeypatch.setenv("ARGILLA_API_KEY", "from-env")
     assert connection.connection_settings().api_key == "from-env"
     with pytest.raises(ValueError, match="url"):
-        connection.save_connection_settings("argilla:6900", "k")
+        connection.save_connection_settings(sqlite_engine, None, "argilla:6900", "k")
     path.write_text("{broken")
     with pytest.raises(connection.ArgillaError, match="argilla.json"):
         connection.connection_settings()

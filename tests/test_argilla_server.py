@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from curation.auth import update_user
 from curation.review.agreement import agreement
 from curation.review.annotations import adjudicate
 from curation.review.argilla import connection, mapping, pull, push
@@ -73,7 +74,11 @@ def _respond(client: httpx.Client, record: dict, status: str, **values) -> None:
 def test_push_then_pull_round_trip(engine, conn):
     tag = uuid.uuid4().hex[:6]
     admin = make_user(engine, "admin")
-    existing = make_user(engine, "reviewer", f"ann1-{tag}")  # ann1 exists locally; ann2 does not
+    # ann1 exists locally and an admin linked it; a local admin shares ann2's name but is not linked, so ann2's
+    # responses must not become that admin's (users are never matched by name).
+    existing = make_user(engine, "reviewer", f"ann1-{tag}")
+    update_user(engine, admin, existing.id, argilla_username=f"ann1-{tag}")
+    namesake = make_user(engine, "admin", f"ann2-{tag}")
     ids = make_traces(engine, 50, set_name=f"set-{tag}", category="cybercrime",
                       auto_labels={i: [("refusal", "refuse"), ("decision", "approve")] for i in range(50)})
     with Session(engine) as s:
@@ -133,12 +138,13 @@ def test_push_then_pull_round_trip(engine, conn):
 
     out = pull.pull(engine, admin, dataset=q.name, conn=conn)
     assert (out["annotated"], out["skipped"], out["conflicts"], out["invalid"], out["drafts"]) == (4, 1, 2, 0, 1)
-    assert out["users_created"] == [f"ann2-{tag}"]
+    assert out["users_created"] == [f"argilla:ann2-{tag}"]
 
     with Session(engine) as s:
-        users = {u.username: u for u in s.execute(select(User).where(User.username.like(f"%-{tag}"))).scalars()}
+        users = {u.argilla_username: u for u in s.execute(select(User).where(User.username.like(f"%-{tag}"))).scalars()}
         assert users[f"ann1-{tag}"].id == existing.id and users[f"ann1-{tag}"].role == "reviewer"
-        assert users[f"ann2-{tag}"].role == "annotator"
+        assert users[f"ann2-{tag}"].role == "annotator" and users[f"ann2-{tag}"].id != namesake.id
+        assert not s.execute(select(Annotation.id).where(Annotation.annotator_id == namesake.id)).first()
         anns = {(a.trace_id, a.annotator_id): a for a in s.execute(
             select(Annotation).where(Annotation.trace_id.in_(ids))).scalars()}
         assert set(anns) == {(ids[0], existing.id), (ids[0], users[f"ann2-{tag}"].id), (ids[1], existing.id),

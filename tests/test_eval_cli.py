@@ -72,3 +72,31 @@ def test_report_keeps_model_text_inside_code_fences(sqlite_engine):
     assert "````text\nSay ``` then # Heading | pipe\n````" in md
     assert "Regressions (B fails where A did not) — 1 in all" in md
     assert "| attack success rate | all | 1 | 0.0%" in md
+
+
+def test_eval_accepts_only_a_succeeded_training_run(tiny_model_dir, tmp_path):
+    """A run that did not finish (here: failed, with a real adapter folder as the earlier code left after a worker
+    was killed) is refused; the same run once succeeded is accepted. The run row is written directly."""
+    from sqlmodel import Session
+
+    from db.models import TrainingRun
+    from evaluation.runs import adapter_choices
+    from tests.test_eval_runs import make_tiny_adapter
+    from tests.test_export import _cli_engine
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
+    eng = _cli_engine()
+    with Session(eng) as s:
+        tr = TrainingRun(base_model=str(tiny_model_dir), method="sft", status="failed", adapter_path=str(adapter))
+        s.add(tr)
+        s.commit()
+        run_id = tr.id
+    code, out = _run("eval", "--run", run_id, "--suite", "harmful", "--limit", "1")
+    assert code == 2 and f"training run {run_id} is failed" in out, out
+    assert adapter_choices(eng) == []
+    with Session(eng) as s:
+        s.get(TrainingRun, run_id).status = "succeeded"
+        s.commit()
+    code, out = _run("eval", "--run", run_id, "--suite", "harmful", "--limit", "1")
+    assert code == 0 and "queued job" in out, out
+    assert [c["id"] for c in adapter_choices(eng)] == [run_id]

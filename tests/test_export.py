@@ -306,3 +306,117 @@ def test_cli_export_and_its_errors(tmp_path):
     assert res.exit_code == 0 and "training prompts overlap eval prompts" in res.output
     res = runner.invoke(app, ["train", "--export", "mine", "--base-model", "m", "--method", "dpo"])
     assert res.exit_code == 2 and "needs a dpo" in res.output
+
+
+# -- who may export, and what the card shows -----------------------------------------------------------------
+def _role(engine, uid, role):
+    with Session(engine) as s:
+        u = s.get(User, uid)
+        u.role = role
+        s.add(u)
+        s.commit()
+    return uid
+
+
+def test_exporting_is_checked_on_the_acting_user(engine, tmp_path):
+    from core.errors import PermissionDenied
+    from curation.export.jobs import enqueue_export
+
+    seed(engine, n=4)
+    annotator = add_user(engine, "only-annotates")
+    with pytest.raises(PermissionDenied):
+        create_export(engine, "not-allowed", "sft", out_dir=tmp_path, created_by=annotator)
+    with pytest.raises(PermissionDenied):
+        enqueue_export(engine, annotator, name="queued-not-allowed", kind="sft", flt=ExportFilter(),
+                       options=ExportOptions(), formats=["jsonl"])
+    assert get_export(engine, "not-allowed") is None and not (tmp_path / "not-allowed").exists()
+    reviewer = _role(engine, add_user(engine, "reviews"), "reviewer")
+    r = create_export(engine, "allowed", "sft", out_dir=tmp_path, created_by=reviewer)
+    assert get_export(engine, "allowed").created_by == reviewer and Path(r.path).is_dir()
+
+
+def test_the_card_shows_set_names_as_text_never_as_markup(sqlite_engine, tmp_path):
+    from markdown_it import MarkdownIt
+
+    evil = "![x](http://evil.example/pixel.png) <img src=x> [link](http://evil.example) | cell"
+    sid = add_set(sqlite_engine, evil, license="MIT\ntags: [injected]", source="<script>alert(1)</script>")
+    add_trace(sqlite_engine, add_prompt(sqlite_engine, sid, "What is the capital of France?", behavior="comply"))
+    card = (Path(create_export(sqlite_engine, "card", "sft", out_dir=tmp_path, formats=["jsonl"]).path)
+            / "README.md").read_text()
+    html = MarkdownIt("commonmark").enable("table").render(card.split("---", 2)[2])
+    assert "<img" not in html and "<a " not in html and "<script" not in html
+    body = html.split("<tbody>")[1].split("</tbody>")[0]
+    assert body.count("<tr>") == 1 and body.count("<td>") == 3  # one row, the pipe inside its cell
+    assert "<td>![x](http://evil.example/pixel.png) &lt;img src=x&gt; [link](http://evil.example) | cell</td>" in body
+    assert "\ntags: [injected]" not in card.split("---", 2)[1]  # nor can a licence add front-matter keys
+
+
+# -- crash consistency -------------------------------------------------------------------------------------------
+def test_an_unwritable_export_target_is_one_line_and_exit_2(tmp_path):
+    """Root ignores permission bits, so as root the target is a folder under /sys (a kernel file system that
+    refuses new folders); otherwise a real read-only folder."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    seed(_cli_engine(), n=4)
+    target = tmp_path / "read-only"
+    target.mkdir()
+    target.chmod(0o555)
+    if os.geteuid() == 0:
+        target = Path("/sys/rational-export-test")
+    res = CliRunner().invoke(app, ["export", "ro", "--format", "jsonl", "--out", str(target)])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and res.output.strip().count("\n") == 0
+    assert res.output.startswith("error:") and f"cannot write the export to {target}" in res.output
+    assert get_export(_cli_engine(), "ro").status == "failed"
+
+
+_KILLED_WORKER = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from db.engine import make_engine
+
+def die(*a, **k):  # kill -9 mid-export: JSONL is written, Parquet is not
+    os.kill(os.getpid(), signal.SIGKILL)
+
+pq.write_table = die
+if sys.argv[1] == "worker":
+    from app.worker import Worker
+    Worker(make_engine(os.environ["DATABASE_URL"]), heartbeat_s=0.5).run(once=True)
+else:
+    from app.cli import main
+    sys.argv = ["rational", "export", "killed", "--out", sys.argv[2]]
+    main()
+"""
+
+
+@pytest.mark.parametrize("process", ["worker", "cli"])
+def test_an_export_killed_in_its_process_is_reaped_by_the_next_worker(process, sqlite_url, sqlite_engine, tmp_path):
+    """A real worker (or `rational export`, which runs its job here) is killed with SIGKILL while writing files;
+    the next worker reaps the job, fails the snapshot and removes its temp folder."""
+    import os
+    import time
+
+    from app.worker import Worker
+    from db.jobs import enqueue, get_job
+
+    seed(sqlite_engine, n=6)
+    out = tmp_path / "exports"
+    if process == "worker":
+        enqueue(sqlite_engine, "export", {"name": "killed", "kind": "sft", "filter": {}, "out_dir": str(out)})
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WORKER, process, str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "DATABASE_URL": sqlite_url})
+    assert proc.returncode == -9, proc.stderr
+    snap = get_export(sqlite_engine, "killed")
+    assert snap.status == "building" and get_job(sqlite_engine, snap.job_id).status == "running"
+    assert len(list(out.glob(".killed.*.partial"))) == 1
+    time.sleep(1.5)
+    Worker(sqlite_engine, stale_after_s=1.0).run(once=True)  # reaps before it claims
+    snap = get_export(sqlite_engine, "killed")
+    assert get_job(sqlite_engine, snap.job_id).status == "failed"
+    assert snap.status == "failed" and "no heartbeat" in snap.error
+    assert not list(out.glob(".killed.*")) and not (out / "killed").exists()
+    assert Path(create_export(sqlite_engine, "killed", "sft", out_dir=out).path).is_dir()  # the name is free

@@ -346,3 +346,258 @@ def test_every_builtin_set_imports_cleanly_with_its_mapping(engine):
     # Installing again adds nothing.
     again = import_builtin(engine, "xstest")
     assert again.inserted == 0 and again.duplicates == 450
+
+
+# -- hostile files: nothing vanishes, nothing reaches the database that it would refuse -----------------------
+XS = dict(mapping={"text": "prompt"}, behavior_column="label", behavior_map={"safe": "comply", "unsafe": "refuse"})
+
+
+def importer(engine, **kw) -> PromptImporter:
+    return PromptImporter(engine, ImportConfig(**{"set_name": "h", **XS, **kw}))
+
+
+def cli_import(db_url, monkeypatch, path, *extra: str):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return CliRunner().invoke(app, ["import", str(path), "--set", "h-cli", "--behavior-column", "label",
+                                    "--behavior-map", "safe=comply,unsafe=refuse", *extra])
+
+
+def one_line(res, *parts: str) -> str:
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for p in parts:
+        assert p in lines[0], lines[0]
+    return lines[0]
+
+
+def test_an_unclosed_quote_fails_the_file_where_it_starts(sqlite_engine, sqlite_url, tmp_path, monkeypatch):
+    body = ["prompt,label"] + [f"prompt number {i},safe" for i in range(1, 10_001)]
+    body[5000] = '"prompt number 5000 opens a quote,safe'  # line 5001, row 5000
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join(body) + "\n", encoding="utf-8")
+    with pytest.raises(ImportFileError) as ei:
+        importer(sqlite_engine).run(path)
+    msg = str(ei.value)
+    assert f"{path}:line 5001: field 'prompt':" in msg and "never closed" in msg and "5,001 line(s)" in msg, msg
+    assert count(sqlite_engine) == 0 and set_names(sqlite_engine) == []
+    one_line(cli_import(sqlite_url, monkeypatch, path), "line 5001", "field 'prompt'", "never closed")
+    assert count(sqlite_engine) == 0
+
+
+def test_a_quote_closed_rows_later_fails_the_file_instead_of_eating_them(sqlite_engine, tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('prompt,label,note\nfine,safe,x\nbad,safe,"opens\nswallowed,safe,y\nclosed",safe,z,w\n'
+                    'last,safe,x\n', encoding="utf-8")
+    with pytest.raises(ImportFileError) as ei:
+        importer(sqlite_engine).run(path)
+    msg = str(ei.value)
+    assert f"{path}:line 3: field 'note':" in msg and "lines 3-5" in msg and "2 line(s)" in msg, msg
+    path.write_text('prompt,label\nfine,safe\nbad,"opens\nswallowed,safe\nclosed"late\nlast,safe\n', encoding="utf-8")
+    with pytest.raises(ImportFileError) as ei:
+        importer(sqlite_engine).run(path)
+    msg = str(ei.value)
+    assert f"{path}:line 3: field 'label':" in msg and "lines 3-5" in msg and "malformed CSV" in msg, msg
+    assert count(sqlite_engine) == 0
+
+
+def deep(n: int) -> str:
+    return '{"a": ' * n + "1" + "}" * n
+
+
+def test_deep_nesting_is_a_row_error_and_the_other_rows_import(sqlite_engine, tmp_path):
+    jl = tmp_path / "deep.jsonl"
+    mid_deep = {"prompt": "mid-deep", "label": "safe", "m": json.loads(deep(40))}  # parses, but too deep to keep
+    jl.write_text(jl_lines({"prompt": "before", "label": "safe"}) + '{"prompt": "deep", "meta": ' + deep(100_000)
+                  + ', "label": "safe"}\n' + jl_lines(mid_deep, {"prompt": "after", "label": "unsafe"}),
+                  encoding="utf-8")
+    report = importer(sqlite_engine).run(jl)
+    assert report.status == "succeeded" and (report.inserted, report.invalid) == (2, 2)
+    assert [(e["line"], e["field"]) for e in report.errors] == [(2, "a"), (3, "m")]
+    assert all("nested deeper than 32 levels" in e["message"] for e in report.errors)
+    arr = tmp_path / "deep.json"
+    arr.write_text('[{"prompt": "one", "label": "safe"},\n {"prompt": "two", "x": ' + deep(100_000)
+                   + ', "label": "safe"},\n {"prompt": "three", "label": "unsafe"}]', encoding="utf-8")
+    report = importer(sqlite_engine, set_name="h2").run(arr)
+    assert (report.inserted, report.invalid) == (2, 1)
+    assert [(e["line"], e["row"], e["field"]) for e in report.errors] == [(2, 2, "a")]
+    assert [p.text for p in prompts(sqlite_engine)] == ["before", "after", "one", "three"]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text('{"data": [\n' + deep(100_000) + "]}", encoding="utf-8")
+    with pytest.raises(ImportFileError) as ei:
+        importer(sqlite_engine, set_name="h3").run(wrapped)
+    assert f"{wrapped}:line 2: field 'a': nested deeper than 32 levels" in str(ei.value)
+
+
+def jl_lines(*rows: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_every_stored_value_is_checked_before_the_database_sees_it(engine, tmp_path):
+    """PostgreSQL refuses NUL and unpaired surrogates anywhere (text, varchar, jsonb): one such value used to
+    abort the whole import with a driver traceback."""
+    rows = [{"prompt": "ok one", "label": "safe", "type": "fine", "id": 7},
+            {"prompt": "nul category", "label": "safe", "type": "bad\u0000cat"},
+            {"prompt": "nul source", "label": "safe", "id": "x\u0000"},
+            {"prompt": "nul meta", "label": "safe", "note": "n\u0000"},
+            {"prompt": "nul key", "label": "safe", "k\u0000": "v"},
+            {"prompt": "nested nul", "label": "safe", "deep": {"a": ["b\u0000"]}},
+            {"prompt": "surrogate \ud800", "label": "safe"},
+            {"prompt": "meta surrogate", "label": "safe", "note": "\udc80"},
+            {"prompt": "infinite", "label": "safe", "note": [float("inf")]},
+            {"prompt": "list category", "label": "safe", "type": ["a"]},
+            {"prompt": "ok two", "label": "unsafe"}]
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(rows, allow_nan=True), encoding="utf-8")
+    report = importer(engine, mapping={"text": "prompt", "category": "type", "source_id": "id"}).run(path)
+    assert report.status == "succeeded" and report.inserted == 2, report.errors
+    got = {e["row"]: (e["field"], e["message"]) for e in report.errors}
+    assert {r: f for r, (f, _m) in got.items()} == {2: "type", 3: "id", 4: "note", 5: "k\u0000", 6: "deep",
+                                                   7: "prompt", 8: "note", 9: "note", 10: "type"}
+    assert all(e["line"] == 1 and e["file"] == str(path) for e in report.errors)  # one line holds the array
+    assert "NUL" in got[2][1] and "surrogate" in got[7][1] and "not a number" in got[9][1]
+    assert [(p.text, p.source_id) for p in prompts(engine)] == [("ok one", "7"), ("ok two", None)]
+
+
+def test_encodings_are_read_from_the_byte_order_mark(sqlite_engine, tmp_path):
+    rows = [{"prompt": "caf\u00e9 one", "label": "safe"}, {"prompt": "two", "label": "unsafe"},
+            {"prompt": "three \u4e09", "label": "safe"}]
+    texts = [r["prompt"] for r in rows]
+    jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    csv_text = "prompt,label\n" + "".join(f"{r['prompt']},{r['label']}\n" for r in rows)
+    cases = [("u16.jsonl", jsonl.encode("utf-16")), ("u16be.csv", b"\xfe\xff" + csv_text.encode("utf-16-be")),
+             ("u8bom.jsonl", jsonl.encode("utf-8-sig")), ("u32.json", json.dumps(rows).encode("utf-32")),
+             ("u8bom.csv", csv_text.encode("utf-8-sig"))]
+    for name, data in cases:
+        (tmp_path / name).write_bytes(data)
+        report = importer(sqlite_engine, set_name=name).run(tmp_path / name)
+        assert (report.inserted, report.invalid) == (3, 0), (name, report.errors)
+        assert [p.text for p in prompts(sqlite_engine, name)] == texts
+        with Session(sqlite_engine) as s:
+            s.execute(delete(Prompt))
+            s.commit()
+    for name, data in [("nobom.jsonl", jsonl.encode("utf-16-le")), ("nobom.csv", csv_text.encode("utf-16-le"))]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImportFileError) as ei:
+            importer(sqlite_engine, set_name=name).run(tmp_path / name)
+        assert f"{tmp_path / name}:line 1:" in str(ei.value) and "save the file as UTF-8" in str(ei.value)
+    assert count(sqlite_engine) == 0
+
+
+def test_an_import_that_adds_nothing_and_has_invalid_rows_fails_and_leaves_no_set(sqlite_engine, sqlite_url,
+                                                                                    tmp_path, monkeypatch):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "label": "maybe"}, {"prompt": "", "label": "safe"}])
+    report = importer(sqlite_engine, set_name="never").run(bad)
+    assert report.status == "failed" and report.invalid == 2 and "nothing imported" in report.message
+    assert set_names(sqlite_engine) == []
+    res = cli_import(sqlite_url, monkeypatch, bad)
+    assert res.exit_code == 2 and "nothing imported" in res.stderr, res.output
+    good = write_jsonl(tmp_path / "good.jsonl", [{"prompt": "x", "label": "safe"}])
+    assert importer(sqlite_engine, set_name="first").run(good).inserted == 1
+    dup_and_bad = write_jsonl(tmp_path / "db.jsonl", [{"prompt": "x", "label": "safe"}, {"prompt": "y", "label": "?"}])
+    report = importer(sqlite_engine, set_name="second").run(dup_and_bad)
+    assert report.status == "failed" and (report.duplicates, report.invalid) == (1, 1)
+    assert set_names(sqlite_engine) == ["first"]
+    with Session(sqlite_engine) as s:
+        statuses = [i.status for i in s.execute(select(PromptImport).order_by(PromptImport.id)).scalars()]
+    assert statuses == ["failed", "failed", "succeeded", "failed"]
+
+
+def test_folders_types_and_metadata_size_are_checked(sqlite_engine, sqlite_url, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "dir.csv").mkdir()
+    one_line(cli_import(sqlite_url, monkeypatch, tmp_path / "dir.csv", "--format", "csv"), "a folder")
+    pq.write_table(pa.table({"prompt": [1, 2], "label": ["safe", "safe"]}), tmp_path / "ints.parquet")
+    with pytest.raises(ImportFileError) as ei:
+        importer(sqlite_engine).run(tmp_path / "ints.parquet")
+    assert "field 'prompt'" in str(ei.value) and "int64" in str(ei.value)
+    path = write_jsonl(tmp_path / "types.jsonl", [{"prompt": 5, "label": "safe"}, {"prompt": ["a"], "label": "safe"},
+                                                   {"prompt": "big note", "label": "safe", "blob": "b" * 100_000},
+                                                   {"prompt": "small note", "label": "safe", "blob": "b" * 100}])
+    report = importer(sqlite_engine).run(path)
+    assert [(e["line"], e["field"]) for e in report.errors] == [(1, "prompt"), (2, "prompt"), (3, "blob")]
+    assert "found a number" in report.errors[0]["message"] and "metadata too large" in report.errors[2]["message"]
+    assert [(p.text, p.meta) for p in prompts(sqlite_engine)] == [("small note", {"blob": "b" * 100})]
+
+
+# -- who may import what ---------------------------------------------------------------------------------------
+def test_web_imports_read_only_uploaded_files(sqlite_engine, tmp_path):
+    import os
+
+    from core.errors import PermissionDenied
+    from curation.auth import create_user
+    from curation.prompts.jobs import enqueue_import
+
+    uploads = tmp_path / "home" / "uploads"  # RATIONAL_HOME/uploads, where the web app saves files
+
+    admin = create_user(sqlite_engine, "imp-admin", "password123", "admin").id
+    annotator = create_user(sqlite_engine, "imp-annotator", "password123", "annotator").id
+    cfg = ImportConfig(set_name="w", **XS)
+    outside = write_jsonl(tmp_path / "outside.jsonl", [{"prompt": "x", "label": "safe"}])
+    folder = uploads / "abc"
+    folder.mkdir(parents=True)
+    uploaded = write_jsonl(folder / "ok.jsonl", [{"prompt": "x", "label": "safe"}])
+    (folder / "passwd.jsonl").symlink_to("/etc/passwd")
+    (uploads / "linked").symlink_to(tmp_path)
+    with pytest.raises(PermissionDenied):
+        enqueue_import(sqlite_engine, annotator, uploaded, cfg)
+    for path in [outside, folder / "passwd.jsonl", uploads / "linked" / "outside.jsonl",
+                 Path(str(folder / ".." / ".." / ".." / "outside.jsonl")), "/etc/passwd"]:
+        with pytest.raises(PermissionDenied):
+            enqueue_import(sqlite_engine, admin, path, cfg)
+    job = enqueue_import(sqlite_engine, admin, uploaded, cfg)
+    assert job.params["uploads_only"] is True and job.params["path"] == str(uploaded)
+    assert enqueue_import(sqlite_engine, None, outside, cfg).params["path"] == str(outside)  # the local operator
+    # The worker checks again: a file swapped for a link after queueing is not read.
+    os.remove(uploaded)
+    os.symlink("/etc/passwd", uploaded)
+    from app.worker import load_job_kinds
+    from db.jobs import run_job_here
+
+    load_job_kinds()
+    done = run_job_here(sqlite_engine, job.id)
+    assert done.status == "failed" and "symbolic link" in (done.error or "")
+
+
+def test_saving_an_upload_with_a_very_long_name(tmp_path):
+    from app.web.state import save_upload
+
+    saved = save_upload("é" * 150 + "x" * 300 + ".jsonl", b"{}\n")
+    assert saved.suffix == ".jsonl" and len(saved.name) <= 120 and saved.read_bytes() == b"{}\n"
+    assert saved.parent.parent == tmp_path / "home" / "uploads"
+
+
+def test_a_failed_upload_write_leaves_no_folder(tmp_path, monkeypatch):
+    import os
+
+    from app.web import state
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        state.save_upload("p.csv", b"prompt\n")
+    assert list((tmp_path / "home" / "uploads").iterdir()) == []
+
+
+def test_preview_shows_keys_as_text_and_deep_files_as_errors(app_db, tmp_path):
+    from tests.test_app_pages import open_page
+
+    at = open_page("import_prompts.py")
+    key = "![x](http://tracker.example/p.png)"
+    data = (jl_lines({"prompt": "fine", "label": "safe"}) + '{"' + key + '": "cut off\n').encode()
+    at.file_uploader(key="import_upload").upload("keys.jsonl", data, "application/jsonl").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (warning,) = at.warning
+    assert "![" not in warning.value and "\\!\\[x\\]\\(http\\:" in warning.value, warning.value
+    deep_file = ("[" * 100_000 + "]" * 100_000).encode()
+    at.file_uploader(key="import_upload").upload("deep.json", deep_file, "application/json").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("nested deeper" in e.value for e in at.error), [e.value for e in at.error]

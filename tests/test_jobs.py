@@ -294,3 +294,70 @@ def test_a_running_job_cancelled_mid_way_ends_cancelled(engine, monkeypatch):
     Worker(engine).run(once=True)
     j = get_job(engine, job.id)
     assert j.status == "cancelled" and "last" not in seen  # the first progress call saw the flag
+
+
+# -- who may cancel, and how pages and commands reach the queue --------------------------------------------------
+def _person(engine, name: str, role: str) -> int:
+    from db.models import User
+
+    with Session(engine) as s:
+        u = User(username=name, password_hash="not-a-real-hash", role=role)
+        s.add(u)
+        s.commit()
+        return u.id
+
+
+def test_cancelling_a_job_is_checked_on_the_acting_user(engine):
+    from core.errors import PermissionDenied
+    from curation.job_cancel import cancel_job
+
+    annotator, owner, colleague, admin = (_person(engine, n, r) for n, r in (
+        ("ann", "annotator"), ("owner", "reviewer"), ("colleague", "reviewer"), ("boss", "admin")))
+    mine = enqueue(engine, "noop", created_by=owner)
+    for someone_else in (annotator, colleague):
+        with pytest.raises(PermissionDenied):
+            cancel_job(engine, someone_else, mine.id)
+    assert not get_job(engine, mine.id).cancel_requested and get_job(engine, mine.id).status == "queued"
+    assert cancel_job(engine, owner, mine.id).status == "cancelled"  # the user who queued it
+    theirs = enqueue(engine, "noop", created_by=colleague)
+    assert cancel_job(engine, admin, theirs.id).status == "cancelled"  # admins cancel any job
+    operator = enqueue(engine, "noop")
+    assert cancel_job(engine, None, operator.id).status == "cancelled"  # the CLI / worker
+
+
+def test_pages_and_commands_reach_the_queue_only_through_checked_services():
+    """db.jobs.enqueue and request_cancel check no one: nothing under app/ calls them directly."""
+    import ast
+    from pathlib import Path
+
+    unchecked = {"enqueue", "request_cancel"}
+    found = []
+    for path in (Path(__file__).resolve().parents[1] / "app").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "db.jobs":
+                found += [f"{path.name}: {a.name}" for a in node.names if a.name in unchecked]
+            elif isinstance(node, ast.ImportFrom) and node.module == "db":
+                aliases |= {a.asname or a.name for a in node.names if a.name == "jobs"}
+            elif isinstance(node, ast.Import):
+                aliases |= {a.asname or a.name for a in node.names if a.name == "db.jobs"}
+        found += [f"{path.name}: {n.value.id}.{n.attr}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                  and n.attr in unchecked and isinstance(n.value, ast.Name) and n.value.id in aliases]
+    assert found == []
+
+
+def test_the_jobs_page_cancels_through_the_checked_service(app_db):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    admin = _person(app_db, "boss", "admin")
+    job = enqueue(app_db, "noop", created_by=_person(app_db, "owner", "reviewer"))
+    at = AppTest.from_file(
+        str(Path(__file__).resolve().parents[1] / "app" / "web" / "views" / "jobs.py"), default_timeout=60)
+    at.session_state["user_id"] = admin
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.button(key=f"cancel_{job.id}").click().run()
+    assert not at.exception and get_job(app_db, job.id).status == "cancelled"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from core.errors import PermissionDenied
 from curation.judges import learned
 from curation.judges.labels import label_traces
-from curation.review import queues
+from curation.review import claims, queues
 from curation.review.agreement import agreement
 from curation.review.annotations import submit_annotation
 from db.models import EvalOutput, EvalRun, JudgeVersion, Trace
@@ -27,10 +27,10 @@ def _label_traces_as_reviewers(engine, users, responses, behavior, *, queue="jq"
     tids = make_traces(engine, len(responses), responses=responses, set_name=f"set-{queue}")
     q = queues.create_queue(engine, users["admin"], queue, {"set_names": [f"set-{queue}"]}, overlap=2,
                             members=[users["reviewer"].id, users["annotator"].id])
-    for tid in tids:
-        for who in ("reviewer", "annotator"):
-            submit_annotation(engine, users[who], tid, decision="approve", trace_version=1, queue_id=q.id,
-                              behavior_label=behavior)
+    for who in ("reviewer", "annotator"):
+        while (c := claims.claim_next(engine, users[who], q.id)) is not None:
+            submit_annotation(engine, users[who], c.trace_id, decision="approve", trace_version=c.trace_version,
+                              queue_id=q.id, behavior_label=behavior)
     return tids, q
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from training import runs
 from training.config import TrainConfig, build_config
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"max_steps": 3, "save_steps": 50, "logging_steps": 1}
 
 
@@ -179,6 +182,82 @@ def test_a_killed_training_process_leaves_the_run_failed_with_its_log(sqlite_eng
     j = get_job(sqlite_engine, job.id)
     assert j.status == "failed" and "signal 9" in j.error
     assert [(x.id, x.status) for x in runs.list_runs(sqlite_engine)] == [(run.id, "failed")]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's new parent may be slow to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+_WORKER = "import os; from app.worker import Worker; from db.engine import make_engine; " \
+          "Worker(make_engine(os.environ['DATABASE_URL']), heartbeat_s=0.5).run(once=True)"
+
+
+def test_a_killed_worker_publishes_no_adapter_and_the_next_worker_fails_the_run(sqlite_url, sqlite_engine,
+                                                                                 tiny_model_dir, tmp_path):
+    """kill -9 of a real worker process while its trainer child trains: the child stops at a checkpoint and
+    publishes no adapter; eval refuses the run; the next worker reaps the job and fails the run; resume finishes."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.worker import Worker
+
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name=snap.name,
+                               preset="test", overrides={"max_steps": 5000, "save_steps": 2, "logging_steps": 1,
+                                                         "save_total_limit": 2}, output_root=tmp_path / "runs")
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER], cwd=ROOT, env={**os.environ, "DATABASE_URL": sqlite_url})
+    try:
+        _wait(lambda: runs.run_checkpoints(sqlite_engine, run.id), what="a checkpoint")
+        trainer = runs.get_run(sqlite_engine, run.id).pid
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.wait(timeout=30) == -signal.SIGKILL
+        _wait(lambda: not _running(trainer), timeout=120, what="the orphaned trainer to stop")
+    finally:
+        worker.kill()
+    r = runs.get_run(sqlite_engine, run.id)
+    log = (Path(r.output_dir) / "train.log").read_text()
+    assert "the worker process is gone" in log and "no adapter" in log
+    assert r.adapter_path is None and not (Path(r.output_dir) / "adapter").exists() and r.global_step < 5000
+    assert max(c.step for c in runs.run_checkpoints(sqlite_engine, run.id)) == r.global_step  # saved on stop
+    assert r.status == "running"  # until a worker reaps its job
+
+    res = CliRunner().invoke(app, ["eval", "--run", str(run.id), "--suite", "harmful"],
+                             env={"DATABASE_URL": sqlite_url})
+    assert res.exit_code == 2 and f"training run {run.id} is running" in res.output, res.output
+
+    time.sleep(1.5)
+    Worker(sqlite_engine, stale_after_s=1.0).run(once=True)  # reaps before it claims
+    r = runs.get_run(sqlite_engine, run.id)
+    assert get_job(sqlite_engine, job.id).status == "failed"
+    assert r.status == "failed" and r.pid is None and "no heartbeat" in r.error
+    assert runs.can_resume(r)
+
+    stopped = r.global_step
+    runs.resume_run(sqlite_engine, run.id, overrides={"max_steps": stopped + 1})
+    assert _run_worker(sqlite_engine)
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.status == "succeeded" and f"checkpoint-{stopped}" in r.log_tail, (r.error, r.log_tail)
+    assert Path(r.adapter_path).is_dir() and not (Path(r.output_dir) / "adapter.partial").exists()
+
+
+def test_training_services_are_checked_on_the_acting_user(sqlite_engine, tmp_path):
+    from core.errors import PermissionDenied
+    from tests.test_training_pages import _user
+
+    _export(sqlite_engine, tmp_path, "sft")
+    annotator, reviewer = _user(sqlite_engine, "a2", "annotator"), _user(sqlite_engine, "r2", "reviewer")
+    with pytest.raises(PermissionDenied):
+        runs.create_run(sqlite_engine, base_model="m", method="sft", export_name="sft-set", created_by=annotator)
+    run, job = runs.create_run(sqlite_engine, base_model="m", method="sft", export_name="sft-set",
+                               created_by=reviewer)
+    with pytest.raises(PermissionDenied):
+        runs.cancel_run(sqlite_engine, run.id, user_id=annotator)
+    runs.cancel_run(sqlite_engine, run.id, user_id=reviewer)
+    assert get_job(sqlite_engine, job.id).status == "cancelled"
 
 
 def test_cli_train_wait_runs_the_job_and_shows_the_loss(tiny_model_dir, tmp_path):

@@ -18,11 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from db.engine import make_engine
-    from training.runner import run_training
+    from training.runner import WorkerGone, run_training
 
     engine = make_engine()
     try:
         run_training(engine, args.run_id, resume=args.resume)
+    except WorkerGone as e:  # expected after a worker crash: one line in the log, not a traceback
+        print(e, flush=True)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

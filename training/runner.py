@@ -1,7 +1,8 @@
 """The training process itself (runs in the subprocess that `training.run_job` starts; imports torch/TRL).
 
 Every logged step, evaluation and checkpoint goes into the database through a TrainerCallback, so the worker and the
-UI can follow the run without sharing memory with it.
+UI can follow the run without sharing memory with it. The adapter is published (renamed into place and recorded)
+only when training ran to its end under its worker; a run stopped early leaves checkpoints to resume from.
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from training.config import TrainConfig
 log = logging.getLogger("rational.training")
 _GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
 _KNOWN = {"loss", "learning_rate", "grad_norm", "epoch", "eval_loss"}
+
+
+class WorkerGone(RuntimeError):
+    """The worker that owns the run died; training stopped at a checkpoint and published no adapter."""
 
 
 def _flag(value: str, auto: bool) -> bool:
@@ -76,7 +81,8 @@ def _metrics_callback(engine: Engine, run_id: int):
 
         def on_step_end(self, args, state, control, **kw):
             if os.getppid() != self.parent:  # the worker died: do not train on as an orphan
-                print("the worker process is gone; stopping", flush=True)
+                print(f"the worker process is gone; stopping at step {state.global_step}/{state.max_steps}",
+                      flush=True)
                 control.should_training_stop = True
                 control.should_save = True
 
@@ -210,6 +216,7 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
 
 
 def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
+    worker = os.getppid()
     with Session(engine) as s:
         run = s.get(TrainingRun, run_id)
         if run is None:
@@ -239,16 +246,22 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
     trainer, tok, notes = build_trainer(engine, run_id, base=base, cfg=cfg, train=train, val=val,
                                         output_dir=str(ckpt_dir))
     result = trainer.train(resume_from_checkpoint=last)
+    if os.getppid() != worker:  # stopped early, or finished with nobody to record it: not a final adapter
+        raise WorkerGone(f"the worker is gone; stopped at step {trainer.state.global_step}/"
+                         f"{trainer.state.max_steps} with a checkpoint and no adapter; resume the run to finish it")
     metrics = dict(result.metrics)
     evaluated = [h for h in trainer.state.log_history if "eval_loss" in h]
     if val is not None and (not evaluated or evaluated[-1].get("step") != trainer.state.global_step):
         metrics.update(trainer.evaluate())
     elif evaluated:
         metrics["eval_loss"] = evaluated[-1]["eval_loss"]
-    adapter = out / "adapter"
-    trainer.save_model(str(adapter))
-    tok.save_pretrained(str(adapter))
-    _write_card(adapter, snapshot, base_name, cfg, metrics, notes)
+    adapter, tmp = out / "adapter", out / "adapter.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tok.save_pretrained(str(tmp))
+    _write_card(tmp, snapshot, base_name, cfg, metrics, notes)
+    shutil.rmtree(adapter, ignore_errors=True)
+    os.rename(tmp, adapter)  # a kill while saving leaves adapter.partial, never a half-written adapter/
     merged = None
     if cfg.merge:
         merged = merge_adapter(base, adapter, out / "merged")

@@ -104,7 +104,8 @@ def set_status(engine: Engine, run_id: int, status: str, **values: Any) -> None:
 
 
 def reconcile(engine: Engine) -> int:
-    """A run still `running` whose job already ended (its worker died and was reaped) is failed, visibly."""
+    """A run still `running` whose job already ended (its worker died and was reaped) is failed, visibly; the
+    worker runs this as it reaps, pages as they list runs."""
     with engine.begin() as c:
         stuck = c.execute(select(TrainingRun.id, Job.status, Job.error).join(Job, Job.id == TrainingRun.job_id)
                           .where(TrainingRun.status.in_(("running", "queued")),
@@ -112,7 +113,7 @@ def reconcile(engine: Engine) -> int:
         for run_id, job_status, error in stuck:
             status = "cancelled" if job_status == "cancelled" else "failed"
             c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
-                status=status, finished_at=utcnow(), error=error or f"its job ended ({job_status})"))
+                status=status, finished_at=utcnow(), pid=None, error=error or f"its job ended ({job_status})"))
     return len(stuck)
 
 

@@ -22,7 +22,7 @@ def run_loop(ctx: JobContext, **params) -> dict:
         ctx.check_cancel()  # between batches and stages: a cancel stops the loop at the next step
         ctx.progress(done, total, msg)
 
-    loop = RationalLoop(ctx.engine, cfg, log=ctx.log, stage_progress=stage)
+    loop = RationalLoop(ctx.engine, cfg, log=ctx.log, stage_progress=stage, job_id=ctx.job_id)
     res = loop.run()
     return {"report": str(loop.out / "report.md"), "timings_s": res.get("timings_s"),
             "yield": {b: y.get("used") for b, y in (res.get("yield") or {}).items()}}

@@ -115,9 +115,10 @@ class LoopConfig:
 
 class RationalLoop:
     def __init__(self, engine: Engine, config: LoopConfig, *, log: Log = print,
-                 stage_progress: Callable[[int, int, str], None] | None = None):
+                 stage_progress: Callable[[int, int, str], None] | None = None, job_id: Optional[int] = None):
         config.validate()
         self.engine, self.cfg, self._log = engine, config, log
+        self.job_id = job_id  # the worker's job, if any: what it leaves half-built is reaped when the job dies
         self.stage_progress = stage_progress or (lambda *_a: None)
         self.tag = config.tag or utcnow().strftime("%Y%m%d-%H%M%S")
         self.out = Path(config.out) if config.out else rational_home() / "results" / self.tag
@@ -330,7 +331,7 @@ class RationalLoop:
             flt, opts = arm_export(arm, self.gen_run_id, cfg.seed)
             name = f"loop-{self.tag}-{arm}"
             snap = create_export(self.engine, name, "sft", flt, opts, formats=["hf", "jsonl"],
-                                 created_by=cfg.acting_user)
+                                 created_by=cfg.acting_user, job_id=self.job_id)
             run, job = runs.create_run(self.engine, base_model=cfg.model, method="sft", export_name=snap.name,
                                        preset=cfg.train_preset, overrides=dict(cfg.train_overrides),
                                        name=name, created_by=cfg.acting_user)

@@ -81,6 +81,28 @@ def pull_cmd(dataset: Optional[str] = typer.Option(None, "--dataset", help="one 
     _run("argilla_pull", enqueue_pull, pull, as_user, enqueue, dataset=dataset)
 
 
+@argilla_app.command("link")
+def link_cmd(local_user: str = typer.Argument(..., help="local account"),
+             argilla_user: str = typer.Argument(..., help="Argilla user name (\"\" unlinks)"),
+             as_user: Optional[str] = typer.Option(None, "--as", help="acting admin (default: the first admin)")
+             ) -> None:
+    """Link an Argilla user to a local account: pulled responses of that Argilla user become this account's
+    annotations. Users are never matched by name; an unlinked Argilla user gets an "argilla:NAME" account."""
+    from core.errors import PermissionDenied
+    from curation.auth import find_user, update_user
+
+    eng = engine()
+    user = find_user(eng, local_user)
+    if user is None:
+        fail(f"no user '{local_user}'")
+    try:
+        update_user(eng, actor_id(eng, as_user, default_admin=True), user.id, argilla_username=argilla_user)
+    except (ValueError, PermissionDenied) as e:
+        fail(str(e))
+    out.print(f"'{local_user}' linked to Argilla user '{argilla_user}'" if argilla_user else
+              f"'{local_user}' unlinked from Argilla")
+
+
 @argilla_app.command("datasets")
 def datasets_cmd() -> None:
     """Pushed datasets with local pull counts and Argilla's progress (one line each)."""

@@ -94,6 +94,8 @@ def import_file(
         report = with_progress(path.name, lambda p: PromptImporter(eng, cfg).run(path, progress=p))
     except ImportFileError as e:
         fail(str(e))
+    except OSError as e:  # e.g. no permission to read it
+        fail(f"{path}: cannot read: {e.strerror or e}")
     for e in report.errors[:20]:
         loc = f"line {e['line']}" if e["line"] is not None else f"row {e['row']}"
         err.print(f"  {e['file']}:{loc}: field '{e['field']}': {e['message']}", markup=False, highlight=False,

@@ -18,6 +18,7 @@ def register(app: typer.Typer, users_app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     app.add_typer(jobs_app, name="jobs")
     users_app.command("add")(users_add)
+    users_app.command("password")(users_password)
     app.command("worker")(worker)
     app.command("serve")(serve)
 
@@ -48,6 +49,25 @@ def users_add(name: str, role: str = typer.Option(..., "--role", help="admin | r
     except ValueError as e:
         fail(str(e))
     out.print(f"user '{user.username}' added as {user.role}")
+
+
+def users_password(name: str,
+                   password_stdin: bool = typer.Option(False, "--password-stdin", help="read it from stdin")) -> None:
+    """Set a local account's password, as the local operator; every session of that user ends."""
+    from curation.auth import change_password, find_user
+
+    user = find_user(engine(), name)
+    if user is None:
+        fail(f"no user '{name}'")
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        change_password(engine(), None, user.id, password)
+    except ValueError as e:
+        fail(str(e))
+    out.print(f"password of '{name}' changed; their sessions ended")
 
 
 @jobs_app.command("list")

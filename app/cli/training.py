@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from app.cli.common import engine, err, fail, out, progress_bar, wait_for_job
+from app.cli.common import engine, err, fail, out, wait_for_job
 from core.vocabulary import DEFAULT_MODEL
 
 
@@ -32,8 +32,8 @@ def export_cmd(
     queue: bool = typer.Option(False, "--queue", help="enqueue a job for the worker instead of running here"),
 ) -> None:
     """Export reviewed traces as an immutable SFT or DPO snapshot (HF datasets folder, JSONL, Parquet, card)."""
-    from curation.export.snapshot import create_export
-    from curation.export.spec import ContaminationError, ExportError, ExportFilter, ExportOptions
+    from curation.export.jobs import enqueue_export
+    from curation.export.spec import ExportError, ExportFilter, ExportOptions
 
     try:
         flt = ExportFilter.parse(filter_)
@@ -42,34 +42,27 @@ def export_cmd(
         if template is not None:
             opts.reasoning_template = template.replace("\\n", "\n")
         opts.validate()
-    except ExportError as e:
-        fail(str(e))
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    eng = engine()
-    if queue:
-        from curation.export.jobs import enqueue_export
-
+        fmts = [f.strip() for f in formats.split(",") if f.strip()]
+        eng = engine()
         job = enqueue_export(eng, None, name=name, kind=kind, flt=flt, options=opts, formats=fmts,
                              out_dir=str(out_dir.resolve()) if out_dir else None)
-        out.print(f"queued job {job.id}")
-        return
-    try:
-        with progress_bar() as bar:
-            task = bar.add_task(f"export {name}", total=5)
-            res = create_export(eng, name, kind, flt, opts, formats=fmts, out_dir=out_dir,
-                                progress=lambda d, t, phase: bar.update(task, completed=d, total=t,
-                                                                        description=f"export {name} ({phase})"))
-    except ContaminationError as e:
-        for o in e.report.overlaps[:10]:
-            err.print(f"  prompt {o.prompt_id} ~ eval prompt {o.eval_prompt_id}: {o.how} ({o.score:.0f})",
-                      markup=False, highlight=False)
-        fail(str(e))
     except ExportError as e:
         fail(str(e))
-    if res.contamination.get("overridden"):
-        err.print(f"warning: {res.contamination['contaminated_prompts']} training prompts overlap eval prompts; "
+    if queue:
+        out.print(f"queued job {job.id}")
+        return
+    # Run here through the job runner: its heartbeat lets a worker reap the snapshot if this process is killed.
+    job = wait_for_job(eng, job.id, f"export {name}")
+    res = job.result or {}
+    if job.status != "succeeded":
+        for o in res.get("overlaps", [])[:10]:
+            err.print(f"  prompt {o['prompt_id']} ~ eval prompt {o['eval_prompt_id']}: {o['how']} ({o['score']:.0f})",
+                      markup=False, highlight=False)
+        fail(job.error or f"export '{name}' {job.status}")
+    if res["contamination"].get("overridden"):
+        err.print(f"warning: {res['contamination']['contaminated_prompts']} training prompts overlap eval prompts; "
                   "exported anyway (--allow-contamination), recorded on the snapshot", markup=False)
-    out.print(res.summary(), markup=False, highlight=False)
+    out.print(res["summary"], markup=False, highlight=False)
 
 
 def train_cmd(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app.web.plain import plain
 from db.jobs import get_job
 from db.models import Job
 
@@ -48,11 +49,11 @@ def job_outcome(job: Job) -> None:
     result = job.result or {}
     summary = result.get("summary") or job.message
     if job.status == "succeeded":
-        st.success(f"Job {job.id} finished: {summary}", icon=":material/check_circle:")
+        st.success(f"Job {job.id} finished: {plain(summary)}", icon=":material/check_circle:")
     elif job.status == "cancelled":
         st.warning(f"Job {job.id} was cancelled.", icon=":material/cancel:")
     else:
-        st.error(f"Job {job.id} failed: {job.error or summary}", icon=":material/error:")
+        st.error(f"Job {job.id} failed: {plain(job.error or summary)}", icon=":material/error:")
     errors = result.get("errors") or []
     if errors:
         more = result.get("invalid", len(errors)) - len(errors)

@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 from streamlit.navigation.page import StreamlitPage
 
 from app.web.navigation import VIEWS, View, menu, view_for
+from app.web.plain import plain
 from app.web.state import engine
-from core.errors import PermissionDenied
+from core.errors import LoginThrottled, PermissionDenied
 from curation.auth import authenticate, can, count_users, create_first_admin
-from curation.sessions import COOKIE, TTL_S, issue_token, read_token
+from curation.sessions import COOKIE, TTL_S, end_session, session_user, start_session
 from db.models import User
 
 
@@ -21,11 +22,17 @@ def signed_in_user() -> Optional[User]:
     """The signed-in user as the database has it now (deactivated accounts are signed out)."""
     uid = st.session_state.get("user_id")
     if uid is None and not st.session_state.get("_no_cookie"):
-        # A page reload starts a new Streamlit session; the signed cookie set at sign-in carries the login over.
-        uid = read_token(_cookie())
+        # A page reload starts a new Streamlit session; the session cookie set at sign-in carries the login over.
+        token = _cookie()
+        uid = session_user(engine(), token)
         if uid is not None:
-            st.session_state["user_id"] = uid
+            st.session_state["user_id"], st.session_state["_session_token"] = uid, token
+    token = st.session_state.get("_session_token")
+    if uid is not None and token is not None and session_user(engine(), token) != uid:
+        uid = None  # signed out elsewhere, password changed, or expired: this tab is out too
     if uid is None:
+        st.session_state.pop("user_id", None)
+        st.session_state.pop("_session_token", None)
         return None
     with Session(engine(), expire_on_commit=False) as s:
         user = s.get(User, uid)
@@ -42,16 +49,28 @@ def _cookie() -> Optional[str]:
         return None
 
 
+def _client() -> str:
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no browser request behind this run
+        ip = None
+    return ip if isinstance(ip, str) and ip else "unknown"
+
+
 def _write_cookie(value: str, max_age: int) -> None:
-    # The component's iframe shares the app's origin, so it can set the app's cookie.
+    # Streamlit cannot set response headers, so the cookie cannot be HttpOnly: it is set from the component's
+    # iframe (same origin). What protects it: the token is random and revocable on the server, SameSite=Strict,
+    # and Secure whenever the app is served over https.
+    url = st.context.url
+    secure = "; Secure" if isinstance(url, str) and url.startswith("https:") else ""
     components.html(f"<script>window.parent.document.cookie = '{COOKIE}={value}; path=/; max-age={max_age}; "
-                    "SameSite=Strict';</script>", height=0, width=0)
+                    f"SameSite=Strict{secure}';</script>", height=0, width=0)
 
 
 def _signed_in(user_id: int) -> None:
     st.session_state.pop("_no_cookie", None)
     st.session_state["user_id"] = user_id
-    st.session_state["_set_cookie"] = issue_token(user_id)
+    st.session_state["_set_cookie"] = st.session_state["_session_token"] = start_session(engine(), user_id)
     st.rerun()
 
 
@@ -84,7 +103,7 @@ def login_gate(pages: Optional[Any] = None) -> User:
                     try:
                         u = create_first_admin(eng, name, pw)
                     except (ValueError, PermissionDenied) as e:
-                        st.error(str(e))
+                        st.error(plain(e))
                     else:
                         _signed_in(u.id)
         st.stop()
@@ -93,7 +112,11 @@ def login_gate(pages: Optional[Any] = None) -> User:
         name = st.text_input("User name")
         pw = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in"):
-            u = authenticate(eng, name, pw)
+            try:
+                u = authenticate(eng, name, pw, client=_client())
+            except LoginThrottled as e:
+                st.error(f"Sign-in refused: {e}.")
+                st.stop()
             if u is None:
                 st.error("Unknown user name or wrong password.")
             else:
@@ -116,6 +139,7 @@ def sign_out_button() -> None:
         return
     st.sidebar.text(f"Signed in as {user.username} ({user.role})")
     if st.sidebar.button("Sign out", key="sign_out"):
+        end_session(engine(), st.session_state.get("_session_token") or _cookie())
         st.session_state.clear()
         st.session_state["_no_cookie"] = st.session_state["_clear_cookie"] = True
         st.rerun()

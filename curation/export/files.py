@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,29 @@ def manifest(tmp: Path) -> tuple[dict[str, str], str]:
     return files, digest
 
 
+# Markdown punctuation that could turn data into markup (links, images, HTML, emphasis, table cells, entities).
+_MARKUP = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+
+
+def md_text(value) -> str:
+    """Data as literal Markdown text: markup characters backslash-escaped, line breaks flattened (a table cell
+    stays one cell)."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def md_code(value) -> str:
+    """Data as an inline code span whose fence is longer than any run of backticks inside it."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def card(kind: str, counts: dict, flt: ExportFilter, options: ExportOptions, sets: list[dict],
           templates: dict[str, int], contamination: dict, formats: list[str]) -> str:
     licenses = sorted({s["license"] or "unknown" for s in sets})
-    yaml = ["---", "license: other" if len(licenses) != 1 else f"license: {licenses[0].lower()}",
+    # A JSON string is a YAML scalar: a licence text cannot add keys to the front matter.
+    yaml = ["---", "license: other" if len(licenses) != 1 else f"license: {json.dumps(licenses[0].lower())}",
             "tags:", "- safety", "- reasoning", "- rational-studio", f"- {kind}"]
     if "parquet" in formats:
         yaml += ["configs:", "- config_name: default", "  data_files:"]
@@ -83,12 +103,13 @@ def card(kind: str, counts: dict, flt: ExportFilter, options: ExportOptions, set
     lines = yaml + ["", f"# Rational Studio export ({kind.upper()})", "",
                     f"Reviewed safety reasoning traces (RATIONAL, arXiv 2503.05021) as {what}. The user turn is "
                     "the prompt alone (no self-check system prompt); the assistant turn is "
-                    f"`{options.reasoning_template!r}` with the annotator's edit where there is one.", "",
+                    f"{md_code(repr(options.reasoning_template))} with the annotator's edit where there is one.", "",
                     "## Counts", "", "```json", json.dumps(counts, indent=2, sort_keys=True), "```", "",
                     "## Source prompt sets", "", "| set | license | source |", "|---|---|---|"]
-    lines += [f"| {s['name']} | {s['license'] or 'unknown'} | {s['source'] or ''} |" for s in sets]
+    lines += [f"| {md_text(s['name'])} | {md_text(s['license'] or 'unknown')} | {md_text(s['source'] or '')} |"
+              for s in sets]
     lines += ["", "## Template versions (traces per generation template)", ""]
-    lines += [f"- `{k or 'unrecorded'}`: {v}" for k, v in sorted(templates.items())]
+    lines += [f"- {md_code(k or 'unrecorded')}: {v}" for k, v in sorted(templates.items())]
     lines += ["", "## Filter", "", "```json", json.dumps(flt.to_dict(), indent=2, sort_keys=True), "```", "",
               "## Options", "", "```json", json.dumps(options.to_dict(), indent=2, sort_keys=True), "```", "",
               "## Contamination check against eval-split prompts", "", "```json",

@@ -6,7 +6,7 @@ from typing import Optional
 from sqlalchemy.engine import Engine
 
 from curation.auth import check
-from curation.export.snapshot import ExportResult, create_export
+from curation.export.snapshot import ExportResult, check_request, create_export
 from curation.export.spec import ExportFilter, ExportOptions
 from db.jobs import JobContext, enqueue, register_job_kind
 from db.models import Job, User
@@ -24,11 +24,13 @@ def run_export(ctx: JobContext, *, name: str, kind: str, filter: dict | None = N
 
 def result_dict(res: ExportResult) -> dict:
     return {"export_id": res.id, "name": res.name, "path": res.path, "sha256": res.sha256, "rows": res.row_count,
-            "counts": res.counts}
+            "counts": res.counts, "summary": res.summary(),
+            "contamination": {k: v for k, v in res.contamination.items() if k != "overlaps"}}
 
 
 def enqueue_export(engine: Engine, user: User | int | None, *, name: str, kind: str, flt: ExportFilter,
                    options: ExportOptions, formats: list[str], out_dir: Optional[str] = None) -> Job:
+    formats = check_request(name, kind, formats)
     flt.validate()
     options.validate()
     me = check(engine, user, "train")

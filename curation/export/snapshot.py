@@ -1,7 +1,8 @@
 """Export snapshots: an immutable, named, reproducible training set built from reviewed traces.
 
 Files are written to a hidden temp folder and renamed into place; the row becomes `ready` only after that, and
-only once every lineage row is written.
+only once every lineage row is written. A snapshot whose job ended while it was building (its worker was killed)
+is failed and its temp folder removed by `reap_exports`, which the worker runs as it reaps stale jobs.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from core.vocabulary import JOB_ACTIVE
+from curation.auth import check
 from curation.export.files import card, manifest, write_files
 from curation.export.rows import SPLITS, ExportTrace, assign_splits, build_rows
 from curation.export.spec import FORMATS, NAME_PATTERN, ContaminationError, ExportError, ExportFilter, ExportOptions
 from curation.prompts.contamination import check_contamination
 from db.engine import rational_home, write_engine
-from db.models import EXPORT_KINDS, ExportItem, ExportSnapshot, PromptSet, utcnow
+from db.models import EXPORT_KINDS, ExportItem, ExportSnapshot, Job, PromptSet, utcnow
 
 Progress = Callable[[int, Optional[int], str], None]
 
@@ -50,8 +53,9 @@ def default_export_root() -> Path:
 
 
 def _reserve(engine: Engine, name: str, kind: str, flt: ExportFilter, options: ExportOptions, formats: list[str],
-             created_by: Optional[int], job_id: Optional[int]) -> int:
-    """Take the name: a ready snapshot keeps it forever; a failed or abandoned one is replaced."""
+             created_by: Optional[int], job_id: Optional[int], path: Path) -> int:
+    """Take the name: a ready snapshot keeps it forever; a failed or abandoned one is replaced. The path is
+    recorded now so that the reaper can find the temp folder of a build that was killed."""
     with Session(write_engine(engine)) as s, s.begin():
         old = s.execute(select(ExportSnapshot.id, ExportSnapshot.status)
                         .where(ExportSnapshot.project_id == flt.project_id, ExportSnapshot.name == name)).first()
@@ -61,43 +65,80 @@ def _reserve(engine: Engine, name: str, kind: str, flt: ExportFilter, options: E
             s.execute(delete(ExportItem).where(ExportItem.export_id == old.id))
             s.execute(delete(ExportSnapshot).where(ExportSnapshot.id == old.id))
         snap = ExportSnapshot(project_id=flt.project_id, name=name, kind=kind, filter=flt.to_dict(),
-                              options=options.to_dict(), formats=formats, created_by=created_by, job_id=job_id)
+                              options=options.to_dict(), formats=formats, created_by=created_by, job_id=job_id,
+                              path=str(path))
         s.add(snap)
         s.flush()
         return snap.id
 
 
 def _fail(engine: Engine, snap_id: int, error: str, contamination: dict | None = None) -> None:
-    values: dict[str, Any] = {"status": "failed", "error": error[:4000], "finished_at": utcnow()}
+    values: dict[str, Any] = {"status": "failed", "error": error[:4000], "finished_at": utcnow(), "path": None}
     if contamination is not None:
         values["contamination"] = contamination
     with engine.begin() as conn:
         conn.execute(update(ExportSnapshot).where(ExportSnapshot.id == snap_id).values(**values))
 
 
+def _partials(root: Path, name: str, snap_id: int | None = None) -> list[Path]:
+    """Temp folders of builds of this name (of one snapshot when given)."""
+    tag = "" if snap_id is None else f"{snap_id}-"
+    return list(root.glob(f".{name}.{tag}*.partial"))
 
-def create_export(engine: Engine, name: str, kind: str, flt: ExportFilter | None = None,
-                  options: ExportOptions | None = None, *, formats: list[str] | None = None,
-                  out_dir: str | Path | None = None, created_by: Optional[int] = None,
-                  job_id: Optional[int] = None, progress: Progress | None = None) -> ExportResult:
-    flt = flt or ExportFilter()
-    options = options or ExportOptions()
+
+def reap_exports(engine: Engine) -> list[int]:
+    """Snapshots still `building` whose job has ended (its worker was killed and the job reaped): failed, and their
+    temp folders removed."""
+    with engine.connect() as conn:
+        dead = conn.execute(select(ExportSnapshot.id, ExportSnapshot.name, ExportSnapshot.path, Job.id, Job.status,
+                                   Job.error)
+                            .join(Job, Job.id == ExportSnapshot.job_id)
+                            .where(ExportSnapshot.status == "building", Job.status.not_in(JOB_ACTIVE))).all()
+    reaped = []
+    for snap_id, name, path, job_id, job_status, job_error in dead:
+        error = f"its job {job_id} ended ({job_status}) before the snapshot was complete: {job_error or ''}"
+        with write_engine(engine).begin() as conn:
+            taken = conn.execute(update(ExportSnapshot)
+                                 .where(ExportSnapshot.id == snap_id, ExportSnapshot.status == "building")
+                                 .values(status="failed", error=error[:4000], finished_at=utcnow(), path=None))
+        if taken.rowcount != 1:
+            continue  # replaced or finished meanwhile
+        for tmp in _partials(Path(path).parent, name, snap_id) if path else []:
+            shutil.rmtree(tmp, ignore_errors=True)
+        reaped.append(snap_id)
+    return reaped
+
+
+def check_request(name: str, kind: str, formats: list[str] | None) -> list[str]:
+    """The name, kind and formats, checked before a name is reserved or a job queued; the formats, sorted."""
     formats = sorted(set(formats or FORMATS))
-    progress = progress or (lambda done, total, phase: None)
     if not NAME_PATTERN.match(name or ""):
         raise ExportError(f"export name '{name}' must be 1-200 letters, digits, '.', '_' or '-'")
     if kind not in EXPORT_KINDS:
         raise ExportError(f"kind '{kind}' is not one of {', '.join(EXPORT_KINDS)}")
     if set(formats) - set(FORMATS):
         raise ExportError(f"format(s) {sorted(set(formats) - set(FORMATS))} not among {', '.join(FORMATS)}")
+    return formats
+
+
+def create_export(engine: Engine, name: str, kind: str, flt: ExportFilter | None = None,
+                  options: ExportOptions | None = None, *, formats: list[str] | None = None,
+                  out_dir: str | Path | None = None, created_by: Optional[int] = None,
+                  job_id: Optional[int] = None, progress: Progress | None = None) -> ExportResult:
+    """Build a snapshot; `created_by` is the acting user (None: the local operator), who must be allowed to train."""
+    check(engine, created_by, "train")
+    flt = flt or ExportFilter()
+    options = options or ExportOptions()
+    formats = check_request(name, kind, formats)
+    progress = progress or (lambda done, total, phase: None)
     flt.validate()
     options.validate()
     root = Path(out_dir) if out_dir else default_export_root()
     final = root / name
     if final.exists():
         raise ExportError(f"{final} already exists; choose another name or folder")
-    snap_id = _reserve(engine, name, kind, flt, options, formats, created_by, job_id)
-    tmp = root / f".{name}.{uuid.uuid4().hex[:8]}.partial"
+    snap_id = _reserve(engine, name, kind, flt, options, formats, created_by, job_id, final.resolve())
+    tmp = root / f".{name}.{snap_id}-{uuid.uuid4().hex[:8]}.partial"
     try:
         progress(0, 5, "selecting traces")
         traces, rows, lineage, extra = build_rows(engine, kind, flt, options)
@@ -115,16 +156,19 @@ def create_export(engine: Engine, name: str, kind: str, flt: ExportFilter | None
         split_rows = {sp: [r for r, s in zip(rows, splits) if s == sp] for sp in SPLITS}
         counts = _counts(rows, splits, extra, len(traces))
         sets, templates = _set_info(engine, rows, traces)
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f".{name}.*.partial"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed export of this name
-        tmp.mkdir()
-        write_files(tmp, kind, split_rows, formats)
-        (tmp / "README.md").write_text(card(kind, counts, flt, options, sets, templates, contamination, formats),
-                                       encoding="utf-8")
-        files, digest = manifest(tmp)
-        (tmp / "manifest.json").write_text(json.dumps({"sha256": digest, "files": files}, indent=1, sort_keys=True),
-                                           encoding="utf-8")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in _partials(root, name):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed export of this name
+            tmp.mkdir()
+            write_files(tmp, kind, split_rows, formats)
+            (tmp / "README.md").write_text(card(kind, counts, flt, options, sets, templates, contamination,
+                                                formats), encoding="utf-8")
+            files, digest = manifest(tmp)
+            (tmp / "manifest.json").write_text(json.dumps({"sha256": digest, "files": files}, indent=1,
+                                                          sort_keys=True), encoding="utf-8")
+        except OSError as e:  # a read-only or full target is the user's to fix: one line, not a traceback
+            raise ExportError(f"cannot write the export to {root}: {e.strerror or e}") from e
         progress(3, 5, "recording lineage")
         items = _items(snap_id, rows, splits, lineage)
         os.rename(tmp, final)  # atomic: the folder appears complete or not at all

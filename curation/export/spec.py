@@ -24,6 +24,7 @@ class ContaminationError(ExportError):
     def __init__(self, report: ContaminationReport):
         super().__init__("export refused: " + report.summary() + " (pass --allow-contamination to export anyway)")
         self.report = report
+        self.result = report.to_dict()  # a job that fails on it keeps the overlaps
 
 
 @dataclass

@@ -6,6 +6,7 @@ inside a single transaction, so a failure never leaves a half-written import.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -16,13 +17,22 @@ from sqlalchemy.orm import Session
 
 from core.identity import prompt_sha256
 from core.vocabulary import BEHAVIORS, SPLITS
-from curation.prompts.readers import ImportFileError, RowError, SourceRow, count_rows_hint, detect_format, iter_rows
+from curation.prompts.readers import (
+    MAX_DEPTH,
+    ImportFileError,
+    RowError,
+    SourceRow,
+    count_rows_hint,
+    detect_format,
+    iter_rows,
+)
 from db.engine import write_engine
 from db.models import Prompt, PromptImport, PromptSet, utcnow
 
 FIELDS = ("text", "source_id", "category", "mutation", "split", "expected_behavior")
 MAX_STORED_ERRORS = 1000
 BATCH = 2000
+MAX_META_CHARS = 64_000  # unmapped columns kept per row: more belongs in a mapped field, or nowhere
 Progress = Callable[[int, Optional[int], str], None]
 
 
@@ -65,6 +75,8 @@ class ImportConfig:
             raise ValueError(f"split '{self.split}' is not one of {', '.join(SPLITS)}")
         if not self.set_name.strip():
             raise ValueError("the set name is empty")
+        if len(self.set_name) > 200:
+            raise ValueError(f"the set name has {len(self.set_name)} characters (at most 200)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,9 +139,11 @@ class PromptImporter:
     def _rows(self, path: str, fmt: str) -> Iterator[SourceRow | RowError]:
         cfg = self.config
         required = tuple(c for c in [*cfg.mapping.values(), cfg.behavior_column] if c)
+        text_column = self._text_col
         if self.row_transform is not None:
-            required = ()  # columns are checked after the transform
-        yield from iter_rows(path, fmt, delimiter=cfg.delimiter, hf_split=cfg.hf_split, required=required)
+            required, text_column = (), None  # columns are checked after the transform
+        yield from iter_rows(path, fmt, delimiter=cfg.delimiter, hf_split=cfg.hf_split, required=required,
+                             text_column=text_column)
 
     def _check(self, path: str, src: SourceRow, full: bool = True) -> dict[str, Any] | RowError | None:
         """A row's prompt fields, or its first error; with full=False only what validation needs."""
@@ -150,14 +164,15 @@ class PromptImporter:
         text = values.get(col)
         if text is None or (isinstance(text, float) and text != text):
             return err(col, "missing text")
-        if not isinstance(text, str):
-            text = str(text)
+        if not isinstance(text, str):  # a number or a list is not a prompt, whatever str() makes of it
+            return err(col, f"expected text, found {_kind(text)}")
         if not text.strip():
             return err(col, "empty text")
         if len(text) > cfg.max_chars:
             return err(col, f"text too long: {len(text):,} characters (limit {cfg.max_chars:,})")
-        if "\x00" in text:
-            return err(col, "text contains a NUL character")
+        bad = _bad_text(text)
+        if bad:
+            return err(col, f"text {bad}")
         if cfg.behavior_column:
             raw = values.get(cfg.behavior_column)
             raw = "" if raw is None else str(raw).strip()
@@ -172,20 +187,35 @@ class PromptImporter:
             split = str(values.get(cfg.mapping["split"]) or "").strip()
             if split not in SPLITS:
                 return err(cfg.mapping["split"], f"unknown split {split!r}; expected train or eval")
+        # Every other stored value is checked here too: PostgreSQL refuses NUL characters and unpaired surrogates,
+        # and one refused value would abort the whole write.
+        out = {"text": text, "expected_behavior": behavior, "split": split}
+        for fld, c, length in self._opt_cols:
+            v = values.get(c) if c else None
+            if type(v) is not str:
+                if v is None or (isinstance(v, float) and v != v):
+                    out[fld] = None
+                    continue
+                if isinstance(v, (dict, list, tuple, set)):
+                    return err(c, f"expected text or a number, found {_kind(v)}")
+                v = str(v)
+            bad = _suspect(v) and _bad_text(v)
+            if bad:
+                return err(c, bad)
+            out[fld] = v[:length] or None
+        if cfg.meta_columns is None:
+            meta = {k: v for k, v in values.items() if k not in self._mapped}
+        else:
+            meta = {k: values[k] for k in cfg.meta_columns if k in values}
+        problem = _meta_problem(meta)
+        if problem:
+            return err(*problem)
         head = text.lstrip()[:2]
         formula_like = head[:1] in ("=", "+", "-", "@") and head != "--"
         if not full:  # pass 1 only needs to know the row is valid
             return {"formula_like": formula_like}
-        out = {"text": text, "expected_behavior": behavior, "split": split, "formula_like": formula_like}
-        for fld, c, length in self._opt_cols:
-            v = values.get(c) if c else None
-            out[fld] = None if v is None or v == "" else str(v)[:length]
-        if cfg.meta_columns is None:
-            mapped = self._mapped
-            out["meta"] = {k: (v if v is None or type(v) is str else _jsonable(v))
-                           for k, v in values.items() if k not in mapped}
-        else:
-            out["meta"] = {k: _jsonable(values[k]) for k in cfg.meta_columns if k in values}
+        out["formula_like"] = formula_like
+        out["meta"] = {k: (v if v is None or type(v) is str else _jsonable(v)) for k, v in meta.items()}
         return out
 
     def _valid_rows(self, path: str, fmt: str, report: ImportReport | None) -> Iterator[tuple[SourceRow, dict]]:
@@ -227,9 +257,10 @@ class PromptImporter:
             tick(n, "validating")
         if report.rows_read == 0:
             raise ImportFileError(path, "no data rows found (an empty file?)", line=1, field_name=cfg.mapping["text"])
-        if cfg.all_or_nothing and report.invalid:
+        if report.invalid and (cfg.all_or_nothing or not report.valid):
             report.status = "failed"
-            report.message = f"all-or-nothing: {report.invalid} invalid row(s), nothing imported"
+            report.message = (f"all-or-nothing: {report.invalid} invalid row(s), nothing imported" if report.valid
+                              else f"no valid rows: {report.invalid} invalid, nothing imported")
             self._record(report)
             return report
         # Pass 2: write everything in one transaction. On SQLite a second connection cannot write progress while
@@ -239,9 +270,9 @@ class PromptImporter:
             with Session(write_engine(self.engine)) as session:
                 with session.begin():
                     set_id = self._ensure_set(session)
-                    imp = PromptImport(set_id=set_id, set_name=cfg.set_name, source_path=path, file_format=fmt,
-                                       config=cfg.to_dict(), status="running", created_by=self.created_by,
-                                       job_id=self.job_id)
+                    imp = PromptImport(set_id=set_id, set_name=cfg.set_name, source_path=path[-1000:],
+                                       file_format=fmt, config=cfg.to_dict(), status="running",
+                                       created_by=self.created_by, job_id=self.job_id)
                     session.add(imp)
                     session.flush()
                     report.import_id = imp.id
@@ -261,12 +292,21 @@ class PromptImporter:
                             if progress is not None and not sqlite:
                                 progress(done, report.valid, "writing")
                     self._flush(session, batch, set_id, imp.id, report)
+                    if report.inserted == 0 and report.invalid:
+                        raise _NothingNew()  # rolls back: no new (empty) set for an import that added nothing
                     imp.rows_read, imp.inserted, imp.duplicates, imp.invalid = (
                         report.rows_read, report.inserted, report.duplicates, report.invalid)
                     imp.errors = report.errors
                     imp.status = "succeeded"
                     imp.finished_at = utcnow()
                     session.add(imp)
+        except _NothingNew:
+            report.status = "failed"
+            report.message = (f"nothing imported: every valid row was a duplicate and {report.invalid} "
+                              f"row(s) were invalid")
+            report.import_id = None
+            self._record(report)
+            return report
         except Exception as e:
             report.status = "failed"
             report.message = f"write failed, nothing imported: {type(e).__name__}: {e}"
@@ -326,7 +366,7 @@ class PromptImporter:
         with Session(self.engine) as session:
             ps = session.execute(select(PromptSet.id).where(PromptSet.project_id == cfg.project_id,
                                                             PromptSet.name == cfg.set_name)).scalar()
-            imp = PromptImport(set_id=ps, set_name=cfg.set_name, source_path=report.file,
+            imp = PromptImport(set_id=ps, set_name=cfg.set_name, source_path=report.file[-1000:],
                                file_format=report.file_format, config=cfg.to_dict(), status=report.status,
                                rows_read=report.rows_read, inserted=0, duplicates=report.duplicates,
                                invalid=report.invalid, errors=report.errors, created_by=self.created_by,
@@ -334,6 +374,81 @@ class PromptImporter:
             session.add(imp)
             session.commit()
             report.import_id = imp.id
+
+
+class _NothingNew(Exception):
+    """Raised inside the write transaction to roll it back."""
+
+
+def _kind(v: Any) -> str:
+    names = {dict: "an object", list: "a list", bool: "true/false", int: "a number", float: "a number"}
+    return names.get(type(v)) or f"a {type(v).__name__} value"
+
+
+def _suspect(s: str) -> bool:
+    """Cheap first test (C-level) that rules out most strings before _bad_text looks closer."""
+    return "\x00" in s or not s.isascii()
+
+
+def _bad_text(s: str) -> str | None:
+    """Why PostgreSQL would refuse this string, or None."""
+    if "\x00" in s:
+        return "contains a NUL character"
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            return "has invalid UTF-8 (undecodable bytes or an unpaired surrogate)"
+    return None
+
+
+def _meta_problem(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """(column, why) for the first metadata value that cannot be stored, or that pushes the row over its size."""
+    size = 0
+    for k, v in meta.items():
+        bad = _suspect(k) and _bad_text(k) and f"the column name {_bad_text(k)}"
+        if not bad:
+            if type(v) is str:
+                n, bad = len(v), _suspect(v) and _bad_text(v)
+            elif isinstance(v, float) and v != v:  # a missing value in a dataframe column: stored as null
+                n = 0
+            else:
+                n, bad = _walk(v)
+        if bad:
+            return k, bad
+        size += len(k) + n
+        if size > MAX_META_CHARS:
+            return k, (f"metadata too large: the unmapped columns reach {size:,} characters here (limit "
+                       f"{MAX_META_CHARS:,} per row); map this column to a field or leave it out of the metadata")
+    return None
+
+
+def _walk(value: Any) -> tuple[int, str | None]:
+    """Size and first problem of a nested value, without recursion (depth is capped, not trusted)."""
+    size, stack = 0, [(value, 1)]
+    while stack and size <= MAX_META_CHARS:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                return size, f"nested deeper than {MAX_DEPTH} levels"
+            items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
+            for k, x in items:
+                if isinstance(k, str):
+                    bad = _bad_text(k)
+                    if bad:
+                        return size, f"a key {bad}"
+                    size += len(k)
+                stack.append((x, depth + 1))
+        elif isinstance(v, str):
+            bad = _bad_text(v)
+            if bad:
+                return size, bad
+            size += len(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            return size, f"{v} is not a number JSON can store"
+        else:
+            size += 8
+    return size, None
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,9 +1,14 @@
 """Job kinds for prompts: file imports, built-in sets and mutations. Importing this module registers them."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from sqlalchemy.engine import Engine
 
+from core.errors import PermissionDenied
 from curation.auth import check
+from db.engine import rational_home
 from db.jobs import JobContext, enqueue, register_job_kind
 from db.models import Job, User
 
@@ -13,9 +18,12 @@ def _progress(ctx: JobContext):
 
 
 @register_job_kind("import", description="Import a prompt file into a set")
-def run_import(ctx: JobContext, *, path: str, config: dict, created_by: int | None = None) -> dict:
+def run_import(ctx: JobContext, *, path: str, config: dict, created_by: int | None = None,
+               uploads_only: bool = False) -> dict:
     from curation.prompts.importer import ImportConfig, PromptImporter
 
+    if uploads_only:  # again here: the file may have been swapped since it was queued
+        path = check_upload(path)
     importer = PromptImporter(ctx.engine, ImportConfig.from_dict(config), created_by=created_by, job_id=ctx.job_id)
     report = importer.run(path, progress=_progress(ctx))
     ctx.log(report.summary())
@@ -56,13 +64,39 @@ class ImportRejected(Exception):
                        "rows_read": report.rows_read, "errors": report.errors[:200], "summary": report.summary()}
 
 
+def upload_area() -> Path:
+    """Where the web app keeps uploaded files: the only files a signed-in user may import."""
+    return Path(os.path.abspath(rational_home() / "uploads"))
+
+
+def check_upload(path: str | os.PathLike) -> str:
+    """`path` if it is a regular file in the upload area reached without symlinks; else PermissionDenied."""
+    area = upload_area()
+    full = Path(os.path.abspath(path))  # resolves '..' by name, so it cannot climb out of the area unseen
+    try:
+        parts = full.relative_to(area).parts
+    except ValueError:
+        raise PermissionDenied(f"{path}: only uploaded files can be imported from the web app") from None
+    here = area
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            raise PermissionDenied(f"{path}: a symbolic link in the upload area is not imported")
+    if not parts or not full.is_file():
+        raise ValueError(f"{path}: not an uploaded file")
+    return str(full)
+
+
 def enqueue_import(engine: Engine, user: User | int | None, path: str, config) -> Job:
-    """Queue an import of `path` under an ImportConfig (validated here, so a bad mapping never becomes a job)."""
+    """Queue an import of `path` under an ImportConfig (validated here, so a bad mapping never becomes a job).
+    A signed-in user (the web app) may only import uploaded files; the local operator (None, the CLI) any path."""
     config.validate()
     me = check(engine, user, "manage_prompts")
     uid = me.id if me else None
-    return enqueue(engine, "import", {"path": str(path), "config": config.to_dict(), "created_by": uid},
-                   created_by=uid)
+    params = {"path": str(path), "config": config.to_dict(), "created_by": uid}
+    if user is not None:
+        params.update(path=check_upload(path), uploads_only=True)
+    return enqueue(engine, "import", params, created_by=uid)
 
 
 def enqueue_builtin(engine: Engine, user: User | int | None, name: str) -> Job:

@@ -84,11 +84,19 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
                       quality: Optional[int] = None, edited_reasoning: Optional[str] = None,
                       edited_response: Optional[str] = None, comment: str = "",
                       seconds_spent: Optional[float] = None, source: str = "ui",
-                      now: Optional[datetime] = None) -> SubmitResult:
+                      authority: User | int | None = None, now: Optional[datetime] = None) -> SubmitResult:
+    """`user` annotates. Outside Argilla they must be a member of the queue holding a claim on the trace (admins
+    may also annotate outside queues). An Argilla pull submits for the Argilla annotator with `authority`, the
+    admin running the pull, whose rights are checked instead of the claim."""
     _validate(decision, behavior_label, quality)
     now = now or utcnow()
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "annotate")
+        pulled = source == "argilla"
+        if pulled:
+            if authority is None:
+                raise PermissionDenied("annotations from Argilla are saved only by an admin's pull")
+            require(s, authority, "manage_queues")
         queue = None
         if queue_id is not None:
             queue = s.get(Queue, queue_id)
@@ -98,8 +106,8 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
             if not s.execute(select(QueueItem.trace_id).where(QueueItem.queue_id == queue_id,
                                                               QueueItem.trace_id == trace_id)).first():
                 raise ValueError(f"trace {trace_id} is not in queue '{queue.name}'")
-        elif me.role != Role.ADMIN and source == "ui":
-            raise PermissionDenied("annotations from the UI go through a queue")
+        elif me.role != Role.ADMIN and not pulled:
+            raise PermissionDenied("annotations go through a queue")
         t = _lock_trace(s, trace_id)
         if t.status not in OPEN_STATUSES:
             raise ConflictError(f"trace {trace_id} was decided meanwhile ({t.status}); your annotation was not "
@@ -114,6 +122,11 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
         overlap = queue.overlap if queue else 1
         my_claim = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id,
                                                  Claim.kind == "active", Claim.expires_at > now)).scalars().first()
+        if my_claim is None and queue is not None and not pulled:
+            held = s.execute(select(Claim.id).where(Claim.trace_id == trace_id, Claim.user_id == me.id,
+                                                    Claim.kind == "active")).first()
+            if held is None:
+                raise PermissionDenied(f"you hold no claim on trace {trace_id}: take it from the queue first")
         if my_claim is None and live_load(s, trace_id, now) >= overlap:
             raise ConflictError(f"your lease on trace {trace_id} expired and others took it; not saved",
                                 current=trace_state(t))

@@ -1,5 +1,5 @@
 """The table models, one module per area. Importing this package registers every table with SQLModel.metadata."""
-from db.models.accounts import Project, User
+from db.models.accounts import LoginAttempt, Project, User, UserSession
 from db.models.argilla import ARGILLA_OUTCOMES, ArgillaDataset, ArgillaRecord, ArgillaResponse
 from db.models.base import utcnow
 from db.models.evaluation import VOTE_CHOICES, EvalLabel, EvalOutput, EvalRun, PairVote
@@ -32,7 +32,7 @@ __all__ = [
     "ANNOTATION_SOURCES", "ARGILLA_OUTCOMES", "EXPORT_KINDS", "EXPORT_STATUSES", "TRAINING_METHODS", "VOTE_CHOICES",
     "Annotation", "ArgillaDataset", "ArgillaRecord", "ArgillaResponse", "AuditEvent", "AutoLabel", "Claim", "Demo",
     "EvalLabel", "EvalOutput", "EvalRun", "ExportItem", "ExportSnapshot", "GenerationRun", "Job", "JudgeVersion",
-    "PairVote",
+    "LoginAttempt", "PairVote",
     "Project", "Prompt", "PromptImport", "PromptSet", "Queue", "QueueItem", "QueueMember", "TemplateVersion",
-    "Trace", "TrainingCheckpoint", "TrainingMetric", "TrainingRun", "User", "UserSetting", "utcnow",
+    "Trace", "TrainingCheckpoint", "TrainingMetric", "TrainingRun", "User", "UserSession", "UserSetting", "utcnow",
 ]

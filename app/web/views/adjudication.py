@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import ConflictError
 from curation.review import annotations, reading
@@ -50,7 +51,7 @@ for item in items:
                               comment=comment)
                 st.rerun()
             except ConflictError as e:
-                st.error(str(e))
+                st.error(plain(e))
                 if e.other_change:
                     st.json(e.other_change, expanded=False)
     st.divider()

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.web.job_panel import job_panel
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied
 from curation.review.argilla import connection, push
@@ -33,7 +34,7 @@ try:
     conn = connection.connection_settings()
 except connection.ArgillaError as e:
     conn = None
-    st.error(str(e))
+    st.error(plain(e))
 
 st.subheader("Connection")
 if conn is None:
@@ -44,7 +45,7 @@ else:
         st.success(f"Connected to {conn.url} as {st_['username']} ({st_['role']}), workspace '{conn.workspace}'.",
                    icon=":material/cloud_done:")
     else:
-        st.error(f"Cannot reach {conn.url}: {st_.get('error')}", icon=":material/cloud_off:")
+        st.error(f"Cannot reach {plain(conn.url)}: {plain(st_.get('error'))}", icon=":material/cloud_off:")
 with st.expander("Connection settings", expanded=conn is None):
     st.caption("Environment variables ARGILLA_API_URL, ARGILLA_API_KEY and ARGILLA_WORKSPACE override these.")
     with st.form("argilla_settings"):
@@ -54,18 +55,18 @@ with st.expander("Connection settings", expanded=conn is None):
         workspace = st.text_input("Workspace", value=conn.workspace if conn else "rational")
         if st.form_submit_button("Save"):
             try:
-                connection.save_connection_settings(url, key or (conn.api_key if conn else ""), workspace)
+                connection.save_connection_settings(eng, user.id, url, key or (conn.api_key if conn else ""), workspace)
                 connection_status.clear()
                 st.rerun()
-            except ValueError as e:
-                st.error(str(e))
+            except (ValueError, PermissionDenied) as e:
+                st.error(plain(e))
 
 
 def start(enqueue_fn, **params) -> None:
     try:
         st.session_state["argilla_job"] = enqueue_fn(eng, user.id, **params).id
     except (ValueError, PermissionDenied) as e:
-        st.error(str(e))
+        st.error(plain(e))
 
 
 st.subheader("Push traces")
@@ -91,13 +92,13 @@ if not rows:
 for d in rows:
     p = d["progress"] or {}
     with st.container(border=True):
-        st.markdown(f"**{d['name']}** · workspace `{d['workspace']}` · "
+        st.markdown(f"**{plain(d['name'])}** · workspace {plain(d['workspace'])} · "
                     f"{'queue ' + d['queue'] if d['queue'] else 'filter'} · overlap {d['overlap']}")
         if p.get("total"):
             st.progress(p["completed"] / p["total"], text=f"Argilla: {p['completed']} of {p['total']} records "
                                                            "completed")
         elif p.get("error"):
-            st.caption(f"Argilla progress unavailable: {p['error']}")
+            st.caption(f"Argilla progress unavailable: {plain(p['error'])}")
         pulled = ", ".join(f"{k} {v}" for k, v in sorted(d["pulled"].items())) or "nothing yet"
         st.caption(f"{d['records']} records · pulled: {pulled} · {d['conflicted_records']} conflicted records · "
                    f"pushed {d['pushed_at'] or '-'} · last pull {d['pulled_at'] or '-'}")

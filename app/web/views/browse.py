@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import TRACE_STATUSES
@@ -30,7 +31,7 @@ flt = TraceFilter(statuses=statuses, set_names=sets, annotator_ids=annotators, s
 try:
     flt.validate()
 except ValueError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 
 total, _ = reading.browse(eng, user.id, flt, limit=0)
@@ -57,4 +58,4 @@ if can(user.role, "bulk"):
             n = annotations.bulk_decide(eng, user.id, flt, target, expected_count=total)
             st.success(f"{n} traces set to {target} (recorded in the audit log)")
         except (ConflictError, PermissionDenied, ValueError) as e:
-            st.error(str(e))
+            st.error(plain(e))

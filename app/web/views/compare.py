@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied
 from curation.auth import can
@@ -52,7 +53,7 @@ run_b = c2.selectbox("Run B (after)", b_ids, key="cmp_b", format_func=label.get)
 try:
     notes = comparability(get_run(eng, run_a), get_run(eng, run_b))
 except EvalError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 for n in notes:
     st.warning(n, icon=":material/warning:")
@@ -216,9 +217,9 @@ def report_view() -> None:
         try:
             res = send_failures_to_review(eng, user.id, run_b)
         except (PermissionDenied, ValueError) as e:
-            st.error(str(e))
+            st.error(plain(e))
         else:
-            st.success(f"{res['traces_added']} new trace(s) in queue '{res['queue_name']}' "
+            st.success(f"{res['traces_added']} new trace(s) in queue '{plain(res['queue_name'])}' "
                        f"({', '.join(f'{k}: {v}' for k, v in res['by_failure'].items()) or 'no failures'}).")
 
 

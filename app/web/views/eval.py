@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.web.job_panel import job_panel
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied, UserError
 from core.vocabulary import DEFAULT_MODEL
@@ -70,7 +71,7 @@ def new_run_form() -> None:
                 try:
                     run = create_eval_run(eng, spec, created_by=user.id)
                 except (EvalError, ValueError) as e:
-                    st.error(str(e))
+                    st.error(plain(e))
                 else:
                     job = enqueue_eval(eng, user.id, run.id)
                     st.session_state["ev_job"] = job.id
@@ -105,7 +106,7 @@ def run_details() -> None:
     run = get_run(eng, run_id)
     ident = run_identity(run)
     for set_name, n in ident["train_overlap"].items():
-        st.warning(f"{n} prompts of '{set_name}' are in the train split: this set is used for both training and "
+        st.warning(f"{n} prompts of '{plain(set_name)}' are in the train split: this set is used for both training and "
                    "evaluation.", icon=":material/warning:")
     if run.error:
         st.error(run.error)
@@ -134,7 +135,7 @@ def rescore_form(run) -> None:
             try:
                 res = rescore(eng, user.id, run.id, judge)
             except (UserError, PermissionDenied) as e:
-                st.error(str(e))
+                st.error(plain(e))
             else:
                 st.success(f"{res['outputs']} outputs re-judged by {res['judge']}: {res['changed']} verdicts changed.")
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.web.job_panel import job_panel, run_panel
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied
 from core.vocabulary import BEHAVIORS, DEFAULT_MODEL
@@ -82,7 +83,7 @@ with tab_gen:
                 st.session_state["gen_job"] = enqueue_generation(eng, user.id, run.id).id
                 st.session_state["gen_pick"] = run.id  # show the new run
             except (ValueError, PermissionDenied) as e:
-                st.error(str(e))
+                st.error(plain(e))
     runs = run_summaries(eng)
     if runs:
         ids = [r["id"] for r in runs]
@@ -130,7 +131,7 @@ with tab_mut:
             try:
                 mcfg.validate()
             except ValueError as e:
-                st.error(str(e))
+                st.error(plain(e))
             else:
                 st.session_state["mut_job"] = enqueue_mutation(eng, user.id, mcfg).id
     if st.session_state.get("mut_job"):
@@ -150,6 +151,6 @@ with tab_label:
                 st.session_state["label_job"] = enqueue_label(eng, user.id, set_name=l_set, judge=judge,
                                                               model=l_model.strip()).id
             except (ValueError, PermissionDenied) as e:
-                st.error(str(e))
+                st.error(plain(e))
     if st.session_state.get("label_job"):
         job_panel(eng, st.session_state["label_job"])

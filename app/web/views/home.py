@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.vocabulary import JOB_STATUSES
 from db.crud import prompt_counts
@@ -36,7 +37,7 @@ if st.button("Quick start: run the RATIONAL loop", key="loop_quick_start",
     try:
         st.session_state["loop_job"] = enqueue_loop(eng, user.id).id
     except (PermissionDenied, ValueError) as e:
-        st.error(str(e))
+        st.error(plain(e))
 if st.session_state.get("loop_job"):
     from app.web.job_panel import job_panel
     from db.jobs import get_job

@@ -7,8 +7,9 @@ import streamlit as st
 from app.web.job_panel import ACTIVE, job_outcome, progress_fraction
 from app.web.login import page_user
 from app.web.state import engine
+from curation.job_cancel import cancel_job
 from db.crud import list_jobs
-from db.jobs import get_job, request_cancel
+from db.jobs import get_job
 
 LIMIT = 50
 
@@ -49,8 +50,12 @@ def jobs_list() -> None:
             c1.markdown(f"Job **{j.id}** `{j.kind}` is {j.status}"
                         + (" (cancel requested)" if j.cancel_requested else ""))
             if c2.button("Cancel", key=f"cancel_{j.id}", disabled=j.cancel_requested):
-                request_cancel(eng, j.id)
-                st.rerun(scope="app")
+                try:
+                    cancel_job(eng, user.id, j.id)
+                except Exception as e:  # PermissionDenied: one line, not a traceback
+                    st.error(f"{type(e).__name__}: {e}")
+                else:
+                    st.rerun(scope="app")
         if bool(running) != bool(active):
             st.rerun(scope="app")  # the set of live jobs changed: redraw with (or without) polling
 

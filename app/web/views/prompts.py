@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import spreadsheet_csv
 from app.web.state import engine
 from core.vocabulary import BEHAVIORS, SPLITS
 from db.crud import count_prompts, list_prompts, list_sets
@@ -44,7 +45,10 @@ first = (page - 1) * page_size + 1 if rows else 0
 p2.caption(f"{total:,} prompts match · showing {first:,}–{first + len(rows) - 1 if rows else 0:,} · "
            f"page {page} of {pages}")
 
-st.dataframe(pd.DataFrame(rows, columns=COLUMNS), hide_index=True, width="stretch", height=600,
+frame = pd.DataFrame(rows, columns=COLUMNS)
+st.download_button("Download this page as CSV", spreadsheet_csv(frame), f"prompts_page_{page}.csv", "text/csv",
+                   help="Cells that a spreadsheet would run as formulas (=, +, -, @) are prefixed with '")
+st.dataframe(frame, hide_index=True, width="stretch", height=600,
              column_config={"id": st.column_config.NumberColumn("id", format="%d"),
                             "text": st.column_config.TextColumn("text", width="large"),
                             "expected_behavior": st.column_config.TextColumn("behaviour")})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import BEHAVIORS, TRACE_STATUSES
@@ -33,13 +34,13 @@ with st.expander("New queue", expanded=not queues.list_queues(eng, user.id)):
                    "auto_labels": [x.strip() for x in labels.split(",") if x.strip()]}
             try:
                 q = queues.create_queue(eng, user.id, name, flt, overlap=int(overlap), members=members)
-                st.success(f"Queue '{q.name}' created")
+                st.success(f"Queue '{plain(q.name)}' created")
             except (ValueError, PermissionDenied) as e:
-                st.error(str(e))
+                st.error(plain(e))
 
 for q in queues.list_queues(eng, user.id):
     p = queues.queue_progress(eng, user.id, q["id"])
-    st.subheader(q["name"])
+    st.subheader(plain(q["name"]))
     st.progress(p["fraction"], text=f"{p['done']} of {p['items']} traces decided · overlap {q['overlap']}")
     st.dataframe([{"member": m["username"], "role": m["role"], "annotations": m["annotations"]}
                   for m in p["members"]], hide_index=True)
@@ -58,8 +59,8 @@ for q in queues.list_queues(eng, user.id):
                                 members=members)
                 st.rerun()
             except ConflictError as e:
-                st.error(f"{e}. Reload to see the other change.")
+                st.error(f"{plain(e)}. Reload to see the other change.")
             except (ValueError, PermissionDenied) as e:
-                st.error(str(e))
+                st.error(plain(e))
         if refresh:
             st.success(f"{queues.refresh_queue(eng, user.id, q['id'])} traces added")

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.web.components.keys import keyboard_shortcuts
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
 from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import BEHAVIORS
@@ -178,10 +179,10 @@ if ss.get("rv_show_help"):
 cur = ss.get("rv_cur")
 conflict = ss.get("rv_conflict")
 if conflict:
-    st.error(f"Not saved: {conflict['message']}")
+    st.error(f"Not saved: {plain(conflict['message'])}")
     other = conflict.get("other")
     if other:
-        st.write(f"The other change: **{other['action']}** by **{other['actor'] or 'system'}** at {other['at']}")
+        st.write(f"The other change: **{other['action']}** by **{plain(other['actor'] or 'system')}** at {other['at']}")
         st.json({"before": other["before"], "after": other["after"]})
     st.write("Your unsaved input (copy it if you need it); press `s` to move on:")
     st.code(json.dumps(conflict["mine"], indent=2, ensure_ascii=False), language="json")
@@ -197,7 +198,7 @@ with c1:
             f"mutation: {cur['mutation'] or 'none'}", f"category: {cur['category'] or '—'}"]
     st.text(" · ".join(meta))
     hidden = cur["blur"] and not ss.get("rv_reveal")
-    box = st.expander(f"Content warning: {cur['category']} — click to show", expanded=False) if hidden else st.container()
+    box = st.expander(f"Content warning: {plain(cur['category'])} — click to show", expanded=False) if hidden else st.container()
     with box:
         st.markdown("**Prompt**")
         st.text(cur["prompt"])

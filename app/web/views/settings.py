@@ -1,11 +1,13 @@
-"""My settings: harm categories whose traces stay collapsed behind a content warning until clicked."""
+"""My settings: harm categories whose traces stay collapsed behind a content warning until clicked; my password."""
 from __future__ import annotations
 
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
-from core.errors import ConflictError
+from core.errors import ConflictError, PermissionDenied
+from curation import auth
 from curation.review import preferences, reading
 
 user = page_user(__file__)
@@ -21,4 +23,20 @@ with st.form("settings"):
             preferences.save_settings(eng, user.id, chosen, cur["version"])
             st.success("Saved")
         except ConflictError as e:
-            st.error(str(e))
+            st.error(plain(e))
+
+st.subheader("Password")
+with st.form("password", clear_on_submit=True):
+    current = st.text_input("Current password", type="password")
+    new = st.text_input("New password (8+ characters)", type="password")
+    again = st.text_input("Repeat the new password", type="password")
+    if st.form_submit_button("Change password"):
+        if new != again:
+            st.error("The new passwords differ.")
+        else:
+            try:
+                auth.change_password(eng, user.id, user.id, new, current_password=current)
+            except (ValueError, PermissionDenied) as e:
+                st.error(plain(e))
+            else:
+                st.success("Password changed. Every session of yours has ended: sign in again.")

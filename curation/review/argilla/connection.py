@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sqlalchemy.engine import Engine
+
 from core.settings import get_settings
+from curation.auth import check
 from db.engine import rational_home
+from db.models import User
 
 
 class ArgillaError(Exception):
@@ -50,8 +54,11 @@ def connection_settings() -> Optional[ArgillaConnection]:
     return ArgillaConnection(url.rstrip("/"), key, workspace)
 
 
-def save_connection_settings(url: str, api_key: str, workspace: str = "rational") -> None:
-    """Written atomically, readable by the owner only (it holds an API key)."""
+def save_connection_settings(engine: Engine, user: User | int | None, url: str, api_key: str,
+                             workspace: str = "rational") -> None:
+    """Admins only (the key acts for everyone's pushes and pulls). Written atomically, readable by the owner only
+    (it holds an API key)."""
+    check(engine, user, "manage_queues")
     if not re.match(r"^https?://", url.strip()):
         raise ValueError(f"field 'url': '{url}' must start with http:// or https://")
     if not api_key.strip():

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import Role
-from curation.auth import require, user_dict
+from curation.auth import ARGILLA_PREFIX, require, user_dict
 from curation.review.annotations import submit_annotation
 from curation.review.argilla.connection import ArgillaConnection, ArgillaError, client, find, require_conn, scrub
 from curation.review.argilla.mapping import annotation_from_response, conflict_reason, trace_id_of
@@ -53,21 +53,23 @@ class _PullStats:
 
 
 def _local_user(engine: Engine, actor_id: int, username: str, stats: _PullStats) -> User:
-    """The local account for an Argilla username, created as an annotator without a usable password (an admin
-    sets one if that person should log in here). One IMMEDIATE transaction with its audit event:
-    curation.auth.create_user hashes inside a deferred SQLite read, which concurrent writers (the worker's heartbeat)
-    turn into "database is locked"."""
+    """The local account linked to an Argilla username (`User.argilla_username`, set by an admin). Never matched
+    by name: an Argilla user called "admin" must not act as the local admin. Without a link, an annotator account
+    "argilla:<name>" is created, linked, and without a usable password. One IMMEDIATE transaction with its audit
+    event: curation.auth.create_user hashes inside a deferred SQLite read, which concurrent writers (the worker's
+    heartbeat) turn into "database is locked"."""
     with Session(write_engine(engine), expire_on_commit=False) as s:
-        u = s.execute(select(User).where(User.username == username)).scalars().first()
+        u = s.execute(select(User).where(User.argilla_username == username)).scalars().first()
         if u is not None:
             return u
         require(s, actor_id, "manage_users")
-        u = User(username=username, password_hash=NO_PASSWORD, role=Role.ANNOTATOR)
+        u = User(username=f"{ARGILLA_PREFIX}{username}"[:100], password_hash=NO_PASSWORD, role=Role.ANNOTATOR,
+                 argilla_username=username)
         s.add(u)
         s.flush()
         record(s, actor_id, "user", u.id, "create", None, {**user_dict(u), "via": "argilla"})
         s.commit()
-    stats.users_created.append(username)
+    stats.users_created.append(u.username)
     return u
 
 
@@ -148,7 +150,7 @@ def _apply_response(engine: Engine, actor_id: int, d: ArgillaDataset, trace_id: 
     try:
         queue_id = _ensure_member(engine, actor_id, d.queue_id, user.id)
         res = submit_annotation(engine, user.id, trace_id, trace_version=seen_version, queue_id=queue_id,
-                                source="argilla", **kwargs)
+                                source="argilla", authority=actor_id, **kwargs)
     except ConflictError as e:
         _record_outcome(engine, d, trace_id, resp, user.id, "conflict", str(e))
         stats.conflicts += 1
