@@ -36,11 +36,13 @@ class Worker:
 
     def reap(self) -> None:
         from curation.export.snapshot import reap_exports
+        from curation.prompts.importer import reap_imports
         from training.runs import reconcile
 
         jobrows.reap_stale(self.engine, self.stale_after_s)
         reconcile(self.engine)  # training runs whose job has ended: failed, their PID cleared
         reap_exports(self.engine)  # snapshots still building under an ended job: failed, temp folders removed
+        reap_imports(self.engine)  # imports still staging under an ended job: their hidden rows deleted
 
     def run_one(self) -> bool:
         """Claim and run one job; False when nothing was queued."""

@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
+import db.visibility  # noqa: F401  (registers the rule that hides a staging import's prompts)
 from core.settings import get_settings
 
 

@@ -1,7 +1,10 @@
-"""Prompt import: map columns to fields, validate every row, dedupe by sha256, write in one transaction.
+"""Prompt import: map columns to fields, validate every row, dedupe by sha256, write all or nothing.
 
-Two passes over the file keep memory flat: pass 1 validates (no writes, progress visible), pass 2 writes
-inside a single transaction, so a failure never leaves a half-written import.
+Two passes over the file keep memory flat: pass 1 validates (no writes, progress visible), pass 2 writes. On
+PostgreSQL pass 2 is one transaction. On SQLite, whose single write lock a long transaction would hold for a minute
+on a million rows (annotators' submits wait, then fail), pass 2 commits in chunks of BATCH rows while the import
+is "staging": its rows stay invisible (db.visibility) until one short transaction flips it to "succeeded". A
+failure deletes the staged rows; the worker reaps those of a killed import. Either way nothing is half-visible.
 """
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from sqlalchemy import ARRAY, String, any_, bindparam, insert, select
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from core.identity import prompt_sha256
-from core.vocabulary import BEHAVIORS, SPLITS
+from core.vocabulary import BEHAVIORS, JOB_ACTIVE, SPLITS
 from curation.prompts.readers import (
     MAX_DEPTH,
     ImportFileError,
@@ -27,7 +30,9 @@ from curation.prompts.readers import (
     iter_rows,
 )
 from db.engine import write_engine
-from db.models import Prompt, PromptImport, PromptSet, utcnow
+from db.models import Job, Prompt, PromptImport, PromptSet, utcnow
+from db.models.prompts import IMPORT_STAGING
+from db.visibility import INCLUDE_STAGED
 
 FIELDS = ("text", "source_id", "category", "mutation", "split", "expected_behavior")
 MAX_STORED_ERRORS = 1000
@@ -263,43 +268,12 @@ class PromptImporter:
                               else f"no valid rows: {report.invalid} invalid, nothing imported")
             self._record(report)
             return report
-        # Pass 2: write everything in one transaction. On SQLite a second connection cannot write progress while
-        # this transaction holds the write lock, so progress here is reported only on other databases.
-        sqlite = self.engine.dialect.name == "sqlite"
+        # Pass 2: write, all or nothing.
         try:
-            with Session(write_engine(self.engine)) as session:
-                with session.begin():
-                    set_id = self._ensure_set(session)
-                    imp = PromptImport(set_id=set_id, set_name=cfg.set_name, source_path=path[-1000:],
-                                       file_format=fmt, config=cfg.to_dict(), status="running",
-                                       created_by=self.created_by, job_id=self.job_id)
-                    session.add(imp)
-                    session.flush()
-                    report.import_id = imp.id
-                    # Duplicates within a batch are dropped here; earlier batches and earlier imports are found
-                    # by _flush's query (this transaction sees its own rows), so memory does not grow with the file.
-                    batch: dict[str, dict] = {}
-                    done = 0
-                    for _src, checked in self._valid_rows(path, fmt, None):
-                        sha = prompt_sha256(checked["text"])
-                        if sha in batch:
-                            report.duplicates += 1
-                            continue
-                        batch[sha] = checked
-                        if len(batch) >= BATCH:
-                            done += self._flush(session, batch, set_id, imp.id, report)
-                            batch = {}
-                            if progress is not None and not sqlite:
-                                progress(done, report.valid, "writing")
-                    self._flush(session, batch, set_id, imp.id, report)
-                    if report.inserted == 0 and report.invalid:
-                        raise _NothingNew()  # rolls back: no new (empty) set for an import that added nothing
-                    imp.rows_read, imp.inserted, imp.duplicates, imp.invalid = (
-                        report.rows_read, report.inserted, report.duplicates, report.invalid)
-                    imp.errors = report.errors
-                    imp.status = "succeeded"
-                    imp.finished_at = utcnow()
-                    session.add(imp)
+            if self.engine.dialect.name == "sqlite":
+                self._write_staged(path, fmt, report, progress)
+            else:
+                self._write_one_transaction(path, fmt, report, progress)
         except _NothingNew:
             report.status = "failed"
             report.message = (f"nothing imported: every valid row was a duplicate and {report.invalid} "
@@ -321,6 +295,75 @@ class PromptImporter:
         if progress is not None:
             progress(report.valid, report.valid, "done")
         return report
+
+    def _import_row(self, path: str, fmt: str, set_id: int, status: str) -> PromptImport:
+        cfg = self.config
+        return PromptImport(set_id=set_id, set_name=cfg.set_name, source_path=path[-1000:], file_format=fmt,
+                            config=cfg.to_dict(), status=status, created_by=self.created_by, job_id=self.job_id)
+
+    def _batches(self, path: str, fmt: str, report: ImportReport) -> Iterator[dict[str, dict]]:
+        """Valid rows in batches (sha256 -> row). Duplicates within a batch are dropped here; earlier batches and
+        earlier imports are found by _flush's query, so memory does not grow with the file."""
+        batch: dict[str, dict] = {}
+        for _src, checked in self._valid_rows(path, fmt, None):
+            sha = prompt_sha256(checked["text"])
+            if sha in batch:
+                report.duplicates += 1
+                continue
+            batch[sha] = checked
+            if len(batch) >= BATCH:
+                yield batch
+                batch = {}
+        if batch:
+            yield batch
+
+    def _finish(self, imp: PromptImport, report: ImportReport) -> None:
+        if report.inserted == 0 and report.invalid:
+            raise _NothingNew()
+        imp.rows_read, imp.inserted, imp.duplicates, imp.invalid = (
+            report.rows_read, report.inserted, report.duplicates, report.invalid)
+        imp.errors = report.errors
+        imp.status = "succeeded"
+        imp.finished_at = utcnow()
+
+    def _write_one_transaction(self, path: str, fmt: str, report: ImportReport, progress: Progress | None) -> None:
+        with Session(write_engine(self.engine)) as session:
+            with session.begin():
+                set_id = self._ensure_set(session)
+                imp = self._import_row(path, fmt, set_id, "running")
+                session.add(imp)
+                session.flush()
+                report.import_id = imp.id
+                done = 0
+                for batch in self._batches(path, fmt, report):
+                    done += self._flush(session, batch, set_id, imp.id, report)
+                    if progress is not None:
+                        progress(done, report.valid, "writing")
+                self._finish(imp, report)  # raising _NothingNew rolls back: no new, empty set
+                session.add(imp)
+
+    def _write_staged(self, path: str, fmt: str, report: ImportReport, progress: Progress | None) -> None:
+        with Session(write_engine(self.engine), expire_on_commit=False) as session:
+            set_id = self._ensure_set(session)
+            imp = self._import_row(path, fmt, set_id, IMPORT_STAGING)
+            session.add(imp)
+            session.commit()
+        report.import_id = imp.id
+        try:
+            done = 0
+            for batch in self._batches(path, fmt, report):
+                with Session(write_engine(self.engine)) as session:  # one short write lock per chunk
+                    done += self._flush(session, batch, set_id, imp.id, report)
+                    session.commit()
+                if progress is not None:
+                    progress(done, report.valid, "writing")
+            with Session(write_engine(self.engine)) as session:
+                row = session.get(PromptImport, imp.id)
+                self._finish(row, report)  # the one moment the rows become visible
+                session.commit()
+        except BaseException:
+            discard_staged(self.engine, imp.id)
+            raise
 
     def _ensure_set(self, session: Session) -> int:
         cfg = self.config
@@ -345,7 +388,8 @@ class PromptImporter:
             match = Prompt.sha256 == any_(bindparam("hashes", list(batch), type_=ARRAY(String)))
         else:
             match = Prompt.sha256.in_(list(batch))
-        existing = set(session.execute(select(Prompt.sha256).where(Prompt.project_id == project_id, match)).scalars())
+        existing = set(session.execute(select(Prompt.sha256).where(Prompt.project_id == project_id, match),
+                                       execution_options={INCLUDE_STAGED: True}).scalars())
         now = utcnow()
         rows = [{
             "project_id": project_id, "set_id": set_id, "import_id": import_id, "text": r["text"],
@@ -378,6 +422,47 @@ class PromptImporter:
 
 class _NothingNew(Exception):
     """Raised inside the write transaction to roll it back."""
+
+
+def discard_staged(engine: Engine, import_id: int, *, reason: Optional[str] = None) -> int:
+    """Delete a staging import's rows in chunks (each a short write lock; they stay invisible meanwhile), then its
+    set if that is left empty and no other import uses it, then the import row; with `reason`, the import row is
+    kept as failed instead. Returns the number of rows deleted."""
+    gone = 0
+    while True:
+        with write_engine(engine).begin() as conn:
+            ids = conn.execute(select(Prompt.id).where(Prompt.import_id == import_id).limit(BATCH * 5)).scalars().all()
+            if ids:
+                conn.execute(delete(Prompt).where(Prompt.id.in_(ids)))
+                gone += len(ids)
+                continue
+            set_id = conn.execute(select(PromptImport.set_id).where(PromptImport.id == import_id)).scalar()
+            if reason is None:
+                conn.execute(delete(PromptImport).where(PromptImport.id == import_id))
+            else:
+                conn.execute(update(PromptImport).where(PromptImport.id == import_id).values(
+                    status="failed", inserted=0, finished_at=utcnow(),
+                    errors=[{"file": "", "line": None, "field": None, "message": reason[:2000]}]))
+            if set_id is not None:
+                used = conn.execute(select(func.count()).select_from(Prompt).where(Prompt.set_id == set_id)).scalar()
+                others = conn.execute(select(func.count()).select_from(PromptImport).where(
+                    PromptImport.set_id == set_id, PromptImport.id != import_id)).scalar()
+                if not used and not others and reason is None:
+                    conn.execute(delete(PromptSet).where(PromptSet.id == set_id))
+            return gone
+
+
+def reap_imports(engine: Engine) -> list[int]:
+    """Staging imports whose job has ended (its worker was killed and the job reaped): their rows deleted, the
+    import kept as failed."""
+    with engine.connect() as conn:
+        dead = conn.execute(select(PromptImport.id, Job.id, Job.status)
+                            .join(Job, Job.id == PromptImport.job_id)
+                            .where(PromptImport.status == IMPORT_STAGING, Job.status.not_in(JOB_ACTIVE))).all()
+    for import_id, job_id, job_status in dead:
+        discard_staged(engine, import_id, reason=f"its job {job_id} ended ({job_status}) before the import was "
+                                                 "complete; nothing was imported")
+    return [d[0] for d in dead]
 
 
 def _kind(v: Any) -> str:

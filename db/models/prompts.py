@@ -47,6 +47,10 @@ class Prompt(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# An import still writing its rows in chunks: they exist but are hidden from every query (db.visibility).
+IMPORT_STAGING = "staging"
+
+
 class PromptImport(SQLModel, table=True):
     """One import of one file into one set: its mapping, counts and error report."""
 
@@ -58,7 +62,7 @@ class PromptImport(SQLModel, table=True):
     source_path: str = Field(max_length=1000)
     file_format: str = Field(max_length=20)
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="running", max_length=20)  # running | succeeded | failed
+    status: str = Field(default="running", max_length=20)  # running | staging | succeeded | failed
     rows_read: int = 0
     inserted: int = 0
     duplicates: int = 0
