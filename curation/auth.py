@@ -12,7 +12,7 @@ from typing import Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -50,8 +50,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 MIN_PASSWORD = 8
 ARGILLA_PREFIX = "argilla:"  # accounts made by an Argilla pull; ':' is not allowed in names people choose
-# Sign-in throttling: FREE_FAILURES wrong passwords per user name or client, then a wait that doubles.
+# Sign-in throttling: FREE_FAILURES wrong passwords per user name (CLIENT_FREE_FAILURES per client address, which
+# people behind one proxy share), then a wait that doubles.
 FREE_FAILURES = 5
+CLIENT_FREE_FAILURES = 20
 BASE_DELAY_S = 30
 MAX_DELAY_S = 15 * 60
 THROTTLE_WINDOW = timedelta(hours=1)
@@ -128,52 +130,62 @@ def create_user(engine: Engine, username: str, password: str, role: str, *, only
         return user
 
 
-def _retry_after(session: Session, column, value: str, now: datetime) -> int:
-    """Seconds until `value` (a user name or a client) may try again: none for FREE_FAILURES failures since its
-    last success within the window, then a delay doubling with each further failure."""
+def _retry_after(session: Session, column, value: str, now: datetime, free: int, *, success_resets: bool) -> int:
+    """Seconds until `value` (a user name or a client) may try again: nothing for `free` failures within the
+    window (for a name: since its last success), then a delay doubling with each further failure."""
     since = now - THROTTLE_WINDOW
-    last_ok = session.execute(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok)).scalar()
-    if last_ok is not None and _aware(last_ok) > since:
-        since = _aware(last_ok)
+    if success_resets:
+        last_ok = session.execute(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok)).scalar()
+        if last_ok is not None and _aware(last_ok) > since:
+            since = _aware(last_ok)
     n, last = session.execute(select(func.count(LoginAttempt.id), func.max(LoginAttempt.at))
                               .where(column == value, ~LoginAttempt.ok, LoginAttempt.at > since)).one()
-    if n < FREE_FAILURES:
+    if n < free:
         return 0
-    delay = min(BASE_DELAY_S * 2 ** (n - FREE_FAILURES), MAX_DELAY_S)
+    delay = min(BASE_DELAY_S * 2 ** (n - free), MAX_DELAY_S)
     return max(0, int(delay - (now - _aware(last)).total_seconds() + 0.999))
 
 
 def authenticate(engine: Engine, username: str, password: str, *, client: str = "local") -> Optional[User]:
     """The active user with this name and password, or None. The same work is done whatever the name (an unknown
-    one is verified against a dummy hash). Every attempt is recorded; after repeated failures for the name or the
-    client, attempts are refused with `LoginThrottled` (right password or not) and failures go to the audit log."""
+    one is verified against a dummy hash). Every attempt is recorded, as a failure until the password checks out,
+    in the same locked transaction that counts earlier failures: parallel guesses cannot all slip under the limit.
+    After repeated failures for the name (a success resets it) or the client (it does not: one's own account must
+    not reset a guesser's count), attempts are refused with `LoginThrottled`; failures go to the audit log."""
     name, client = username.strip()[:100], (client or "unknown")[:100]
     now = utcnow()
-    with Session(engine, expire_on_commit=False) as s:
-        wait = max(_retry_after(s, LoginAttempt.username, name, now), _retry_after(s, LoginAttempt.client, client, now))
+    with Session(write_engine(engine), expire_on_commit=False) as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("LOCK TABLE login_attempt IN SHARE ROW EXCLUSIVE MODE"))  # SQLite: the write lock
+        wait = max(_retry_after(s, LoginAttempt.username, name, now, FREE_FAILURES, success_resets=True),
+                   _retry_after(s, LoginAttempt.client, client, now, CLIENT_FREE_FAILURES, success_resets=False))
         user = s.execute(select(User).where(User.username == name)).scalars().first()
-    if wait:
-        _record_attempt(engine, name, client, user, now, ok=False, throttled=True)
+        attempt = None
+        if wait:  # checks no password, so it does not lengthen the wait
+            _audit_failure(s, name, client, user, "login_throttled")
+        else:
+            attempt = LoginAttempt(username=name, client=client, ok=False, at=now)
+            s.add(attempt)
+        s.commit()
+    if attempt is None:
         raise LoginThrottled(wait)
     try:
         _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
         ok = user is not None and user.is_active
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
-    _record_attempt(engine, name, client, user, now, ok=ok)
+    with Session(write_engine(engine)) as s:
+        if ok:
+            s.execute(update(LoginAttempt).where(LoginAttempt.id == attempt.id).values(ok=True))
+        else:
+            _audit_failure(s, name, client, user, "login_failed")
+        s.commit()
     return user if ok else None
 
 
-def _record_attempt(engine: Engine, name: str, client: str, user: Optional[User], at: datetime, *, ok: bool,
-                    throttled: bool = False) -> None:
-    with Session(write_engine(engine)) as s:
-        if not throttled:  # a refused attempt checked no password: it does not lengthen the wait
-            s.add(LoginAttempt(username=name, client=client, ok=ok, at=at))
-        if not ok:
-            s.add(AuditEvent(actor_id=user.id if user else None, entity="login", entity_id=user.id if user else 0,
-                             action="login_throttled" if throttled else "login_failed",
-                             after={"username": name, "client": client}))
-        s.commit()
+def _audit_failure(s: Session, name: str, client: str, user: Optional[User], action: str) -> None:
+    s.add(AuditEvent(actor_id=user.id if user else None, entity="login", entity_id=user.id if user else 0,
+                     action=action, after={"username": name, "client": client}))
 
 
 def change_password(engine: Engine, acting: User | int, user_id: int, new_password: str, *,

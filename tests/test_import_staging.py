@@ -118,3 +118,76 @@ def test_a_killed_import_is_reaped_by_the_next_worker(sqlite_url, sqlite_engine,
         imp = s.execute(select(PromptImport)).scalars().one()
     assert imp.status == "failed" and "ended" in imp.errors[0]["message"]
     assert get_job(sqlite_engine, imp.job_id).status == "failed"
+
+
+def test_a_second_import_waits_for_the_first_instead_of_losing_rows(sqlite_engine, tmp_path, monkeypatch):
+    """B's duplicate check would count A's hidden rows; if A then failed, those rows would be gone from both."""
+    monkeypatch.setattr(importer, "BATCH", 50)
+    second: list[object] = []
+
+    def during_a(done, total, phase):
+        if phase == "writing" and not second:
+            with pytest.raises(importer.ImportFileError, match="still being written") as e:
+                PromptImporter(sqlite_engine, ImportConfig(**{**CFG, "set_name": "b"})).run(
+                    _csv(tmp_path / "b.csv", 100, start=150))
+            second.append(e.value)
+
+    report = PromptImporter(sqlite_engine, ImportConfig(**CFG)).run(_csv(tmp_path / "a.csv", 200),
+                                                                     progress=during_a)
+    assert second and report.inserted == 200
+    assert count_prompts(sqlite_engine, PromptFilter(set_names=["b"])) == 0
+    assert PromptImporter(sqlite_engine, ImportConfig(**{**CFG, "set_name": "b"})).run(tmp_path / "b.csv").inserted == 50
+
+
+def test_an_import_reaped_while_it_runs_does_not_publish_what_is_left(sqlite_engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "BATCH", 50)
+
+    after: list[int] = []
+
+    def reaper_strikes(done, total, phase):
+        if phase == "writing" and done > 100:
+            after.append(done)  # a chunk written after the reaping: visible, since its import is no longer staging
+        if phase == "writing" and done == 100:
+            with Session(sqlite_engine) as s:
+                imp = s.execute(select(PromptImport.id).where(PromptImport.status == "staging")).scalar()
+            importer.discard_staged(sqlite_engine, imp, reason="reaped in the test")
+
+    with pytest.raises(RuntimeError, match="reaped"):
+        PromptImporter(sqlite_engine, ImportConfig(**CFG)).run(_csv(tmp_path / "big.csv", 400),
+                                                              progress=reaper_strikes)
+    assert _stored(sqlite_engine) == 0 and count_prompts(sqlite_engine, PromptFilter()) == 0
+    assert after == []
+
+
+_KILLED_CLI = """
+import os, signal, sys
+import curation.prompts.importer as importer
+importer.BATCH = 50
+flush = importer.PromptImporter._flush
+calls = []
+
+def flush_then_die(self, *a, **k):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return flush(self, *a, **k)
+
+importer.PromptImporter._flush = flush_then_die
+from app.cli import main
+sys.argv = ["rational", "import", sys.argv[1], "--set", "big", "--map", "text=prompt", "--behavior", "refuse"]
+main()
+"""
+
+
+def test_a_killed_cli_import_is_reaped_once_it_has_gone_quiet(sqlite_url, sqlite_engine, tmp_path):
+    """`rational import` runs without a job: killed with SIGKILL, its hidden rows are deleted once nothing has been
+    written for the stale period (zero here)."""
+    from datetime import timedelta
+
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CLI, str(_csv(tmp_path / "big.csv", 400))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "DATABASE_URL": sqlite_url})
+    assert proc.returncode == -9, proc.stderr
+    assert _stored(sqlite_engine) == 100 and count_prompts(sqlite_engine, PromptFilter()) == 0
+    assert importer.reap_imports(sqlite_engine) == []  # not quiet for ten minutes yet: it may still be running
+    assert len(importer.reap_imports(sqlite_engine, stale_after=timedelta(0))) == 1
+    assert _stored(sqlite_engine) == 0

@@ -79,13 +79,37 @@ def test_the_delay_grows_with_each_further_failure(engine, monkeypatch):
     assert waits[1] >= 2 * waits[0] - 1 and waits[2] >= 2 * waits[1] - 1
 
 
-def test_one_client_guessing_many_names_is_throttled(engine):
+def test_one_client_guessing_many_names_is_throttled_and_its_own_account_does_not_reset_it(engine):
     create_user(engine, "alice", "correct horse", "annotator")
-    for i in range(auth.FREE_FAILURES):
-        assert authenticate(engine, f"guess{i}", "pw", client="10.6.6.6") is None
+    create_user(engine, "mallory", "mallory pass", "annotator")
+    for i in range(auth.CLIENT_FREE_FAILURES):
+        assert authenticate(engine, f"guess{i % 4}-{i}", "pw", client="10.6.6.6") is None
+        if i % 4 == 3:  # spraying four names at a time, signing in as oneself in between
+            assert authenticate(engine, "mallory", "mallory pass", client="10.6.6.7") is not None
     with pytest.raises(LoginThrottled):
-        authenticate(engine, "alice", "correct horse", client="10.6.6.6")
+        authenticate(engine, "mallory", "mallory pass", client="10.6.6.6")
     assert authenticate(engine, "alice", "correct horse", client="10.0.0.9") is not None
+
+
+def test_parallel_guesses_do_not_slip_under_the_limit(engine):
+    create_user(engine, "victim", "correct horse", "annotator")
+    barrier = threading.Barrier(12)
+    outcomes: list[str] = []
+
+    def guess() -> None:
+        barrier.wait()
+        try:
+            outcomes.append("checked" if authenticate(engine, "victim", "wrong", client="10.1.1.1") is None
+                            else "in")
+        except LoginThrottled:
+            outcomes.append("throttled")
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("checked") == auth.FREE_FAILURES and outcomes.count("throttled") == 12 - auth.FREE_FAILURES
 
 
 def test_simultaneous_first_run_forms_create_one_admin(engine):
@@ -208,3 +232,61 @@ def test_a_busy_database_gives_a_retry_message_not_a_traceback(tmp_path, monkeyp
     assert not at.exception, [e.value for e in at.exception]
     assert "database is busy" in at.warning[0].value
     eng.dispose()
+
+
+def test_model_text_in_the_loop_report_is_text_not_markup():
+    """Home renders the loop report with st.markdown: sample prompts and replies must not become images or links."""
+    from markdown_it import MarkdownIt
+
+    from workflows.loop_report import render_report
+
+    evil = "hi ![x](http://attacker.example/p.png) [y](http://attacker.example) <img src=x> $\\href{u}{v}$"
+    res = {"config": {}, "samples": {"refuse": [{"status": "approved", "trace_id": 1, "parse_ok": True,
+                                                 "prompt": evil, "reasoning": evil, "response": evil}]},
+           "error": evil, "notes": [evil]}
+    html = MarkdownIt("commonmark").render(render_report(res))
+    assert "<img" not in html and "<a " not in html and "attacker.example" in html
+
+
+def test_a_claim_counts_only_in_its_own_open_queue_and_a_removed_member_cannot_change_their_annotation(engine):
+    from curation.review import annotations, claims, queues
+    from tests.factories import make_traces, make_users
+
+    users = make_users(engine)
+    a = users["annotator"]
+    tids = make_traces(engine, 1)
+    wide = queues.create_queue(engine, users["admin"], "wide", {}, overlap=3, members=[a.id])
+    solo = queues.create_queue(engine, users["admin"], "solo", {}, overlap=1, members=[a.id])
+    c = claims.claim_next(engine, a, wide.id)
+    with pytest.raises(PermissionDenied, match="no claim"):  # overlap 1 would let one person decide the trace
+        annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=1, queue_id=solo.id)
+    queues.update_queue(engine, users["admin"], wide.id, wide.version, is_active=False)
+    with pytest.raises(PermissionDenied, match="paused"):
+        annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=1, queue_id=wide.id)
+    with Session(engine) as s:
+        version = s.get(type(wide), wide.id).version
+    queues.update_queue(engine, users["admin"], wide.id, version, is_active=True)
+    res = annotations.submit_annotation(engine, a, tids[0], decision="approve", trace_version=1, queue_id=wide.id)
+    assert res.trace_status == "in_review"
+    with Session(engine) as s:
+        version = s.get(type(wide), wide.id).version
+    queues.update_queue(engine, users["admin"], wide.id, version, members=[])
+    with pytest.raises(PermissionDenied, match="member"):
+        annotations.update_annotation(engine, a, res.annotation_id, res.annotation_version, decision="reject")
+    with pytest.raises(PermissionDenied, match="member"):
+        annotations.undo_annotation(engine, a, res.annotation_id)
+
+
+def test_recording_a_generation_run_is_checked_on_the_acting_user(engine):
+    from curation.generation.config import GenerationConfig, Selection
+    from curation.generation.runs import create_run
+    from db.models import GenerationRun
+    from tests.factories import make_users
+
+    users = make_users(engine)
+    with pytest.raises(PermissionDenied):
+        create_run(engine, GenerationConfig(model="tiny"), Selection(set_names=["x"]), created_by=users["annotator"].id)
+    with Session(engine) as s:
+        assert s.execute(select(func.count(GenerationRun.id))).scalar_one() == 0
+    assert create_run(engine, GenerationConfig(model="tiny"), Selection(set_names=["x"]),
+                      created_by=users["reviewer"].id).id

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from core.markdown import literal
+
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
     "keep_system_prompt": "self-check system prompt kept in the training rows",
@@ -46,7 +48,7 @@ def analysis(results: dict[str, Any]) -> list[str]:
 
 
 def _quote(text: str) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|") or "(empty)"
+    return literal(text) if (text or "").strip() else "(empty)"
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -153,7 +155,7 @@ def render_report(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     md.append(f"\nMachine: {m.get('platform')}, {m.get('cpus')} CPUs, load {m.get('load_1m_at_end')} at the end.\n")
     if results.get("error"):
-        md.append(f"\n**The loop stopped early:** {results['error']}\n")
+        md.append(f"\n**The loop stopped early:** {literal(results['error'])}\n")
     md.append("\n## Stage wall times\n\n| stage | seconds |\n|---|---:|\n" + "".join(
         f"| {k} | {v} |\n" for k, v in results.get("timings_s", {}).items()))
     if results.get("prompts"):
@@ -188,7 +190,7 @@ def render_report(results: dict[str, Any]) -> str:
                 md.append(f"\n**{beh} · {r['status']} · trace {r['trace_id']} · parse_ok {r['parse_ok']}**\n\n"
                           + "".join(f"> {k}: {_quote(r[k])}\n>\n" for k in ("prompt", "reasoning", "response")))
     if results.get("notes"):
-        md.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in results["notes"]))
+        md.append("\n## Notes\n\n" + "".join(f"- {literal(n)}\n" for n in results["notes"]))
     return "".join(md)
 
 

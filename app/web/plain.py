@@ -1,20 +1,10 @@
-"""Data shown where Streamlit renders Markdown (headings, expander labels, messages, captions): escaped, so that a
-queue name or a harm category is only text. Unescaped, `![x](http://…)` makes the browser fetch a URL and `$…$`
-runs KaTeX."""
+"""Data shown where Streamlit renders Markdown (headings, expander labels, messages, captions) goes through `plain`
+(core.markdown.literal); data bound for a spreadsheet through `spreadsheet_csv`."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|<>$~:=^])")
-_BLOCK_START = re.compile(r"^(\d+)([.)])|^([-+])")  # a list item when it starts the text
-
-
-def plain(value: Any) -> str:
-    """`value` as literal Markdown text on one line."""
-    text = _SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
-    return _BLOCK_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", text)
-
+from core.markdown import literal as plain  # noqa: F401  (the web app's name for it)
 
 # A cell starting with one of these runs as a formula when a spreadsheet opens the CSV (OWASP: CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

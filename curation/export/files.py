@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from core.markdown import code_span, literal
 from curation.export.rows import SPLITS
 from curation.export.spec import ExportFilter, ExportOptions
 
@@ -69,24 +69,6 @@ def manifest(tmp: Path) -> tuple[dict[str, str], str]:
     return files, digest
 
 
-# Markdown punctuation that could turn data into markup (links, images, HTML, emphasis, table cells, entities).
-_MARKUP = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
-
-
-def md_text(value) -> str:
-    """Data as literal Markdown text: markup characters backslash-escaped, line breaks flattened (a table cell
-    stays one cell)."""
-    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
-
-
-def md_code(value) -> str:
-    """Data as an inline code span whose fence is longer than any run of backticks inside it."""
-    text = " ".join(str(value).splitlines())
-    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def card(kind: str, counts: dict, flt: ExportFilter, options: ExportOptions, sets: list[dict],
           templates: dict[str, int], contamination: dict, formats: list[str]) -> str:
     licenses = sorted({s["license"] or "unknown" for s in sets})
@@ -103,13 +85,13 @@ def card(kind: str, counts: dict, flt: ExportFilter, options: ExportOptions, set
     lines = yaml + ["", f"# Rational Studio export ({kind.upper()})", "",
                     f"Reviewed safety reasoning traces (RATIONAL, arXiv 2503.05021) as {what}. The user turn is "
                     "the prompt alone (no self-check system prompt); the assistant turn is "
-                    f"{md_code(repr(options.reasoning_template))} with the annotator's edit where there is one.", "",
+                    f"{code_span(repr(options.reasoning_template))} with the annotator's edit where there is one.", "",
                     "## Counts", "", "```json", json.dumps(counts, indent=2, sort_keys=True), "```", "",
                     "## Source prompt sets", "", "| set | license | source |", "|---|---|---|"]
-    lines += [f"| {md_text(s['name'])} | {md_text(s['license'] or 'unknown')} | {md_text(s['source'] or '')} |"
+    lines += [f"| {literal(s['name'])} | {literal(s['license'] or 'unknown')} | {literal(s['source'] or '')} |"
               for s in sets]
     lines += ["", "## Template versions (traces per generation template)", ""]
-    lines += [f"- {md_code(k or 'unrecorded')}: {v}" for k, v in sorted(templates.items())]
+    lines += [f"- {code_span(k or 'unrecorded')}: {v}" for k, v in sorted(templates.items())]
     lines += ["", "## Filter", "", "```json", json.dumps(flt.to_dict(), indent=2, sort_keys=True), "```", "",
               "## Options", "", "```json", json.dumps(options.to_dict(), indent=2, sort_keys=True), "```", "",
               "## Contamination check against eval-split prompts", "", "```json",

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from curation.auth import check
 from curation.backends.catalog import resolve_model
 from curation.backends.engines import engine as warm_engine
 from curation.generation.config import GenerationConfig, Selection
@@ -37,7 +38,8 @@ SUMMARY_S = 2.0  # how often the run's live yield is recomputed
 def create_run(engine: Engine, config: GenerationConfig, selection: Selection, *, name: str = "",
                created_by: int | None = None) -> GenerationRun:
     """Record a run with a snapshot of its strategy and the exact template texts it will use (later edits do
-    not change it)."""
+    not change it). `created_by` must be allowed to generate (None: the local operator)."""
+    check(engine, created_by, "generate")
     config.validate()
     strategy = get_strategy(config.strategy)
     snap = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -37,6 +38,7 @@ from db.visibility import INCLUDE_STAGED
 FIELDS = ("text", "source_id", "category", "mutation", "split", "expected_behavior")
 MAX_STORED_ERRORS = 1000
 BATCH = 2000
+STAGING_STALE = timedelta(minutes=10)  # a staging import without a job that wrote nothing this long is dead
 MAX_META_CHARS = 64_000  # unmapped columns kept per row: more belongs in a mapped field, or nowhere
 Progress = Callable[[int, Optional[int], str], None]
 
@@ -344,6 +346,13 @@ class PromptImporter:
 
     def _write_staged(self, path: str, fmt: str, report: ImportReport, progress: Progress | None) -> None:
         with Session(write_engine(self.engine), expire_on_commit=False) as session:
+            # One staging import at a time: another one's hidden rows would count as duplicates here, and be
+            # gone if it then failed.
+            busy = session.execute(select(PromptImport.id, PromptImport.set_name).where(
+                PromptImport.status == IMPORT_STAGING)).first()
+            if busy is not None:
+                raise ImportFileError(path, f"import {busy[0]} into '{busy[1]}' is still being written; import "
+                                            "this file when it has finished")
             set_id = self._ensure_set(session)
             imp = self._import_row(path, fmt, set_id, IMPORT_STAGING)
             session.add(imp)
@@ -353,12 +362,13 @@ class PromptImporter:
             done = 0
             for batch in self._batches(path, fmt, report):
                 with Session(write_engine(self.engine)) as session:  # one short write lock per chunk
+                    _still_staging(session, imp.id)
                     done += self._flush(session, batch, set_id, imp.id, report)
                     session.commit()
                 if progress is not None:
                     progress(done, report.valid, "writing")
             with Session(write_engine(self.engine)) as session:
-                row = session.get(PromptImport, imp.id)
+                row = _still_staging(session, imp.id)
                 self._finish(row, report)  # the one moment the rows become visible
                 session.commit()
         except BaseException:
@@ -424,6 +434,14 @@ class _NothingNew(Exception):
     """Raised inside the write transaction to roll it back."""
 
 
+def _still_staging(session: Session, import_id: int) -> PromptImport:
+    """Inside a chunk's write transaction: the import was not reaped meanwhile (its rows would then be visible)."""
+    row = session.get(PromptImport, import_id)
+    if row is None or row.status != IMPORT_STAGING:
+        raise RuntimeError("the import was reaped as abandoned while it ran")
+    return row
+
+
 def discard_staged(engine: Engine, import_id: int, *, reason: Optional[str] = None) -> int:
     """Delete a staging import's rows in chunks (each a short write lock; they stay invisible meanwhile), then its
     set if that is left empty and no other import uses it, then the import row; with `reason`, the import row is
@@ -452,17 +470,27 @@ def discard_staged(engine: Engine, import_id: int, *, reason: Optional[str] = No
             return gone
 
 
-def reap_imports(engine: Engine) -> list[int]:
-    """Staging imports whose job has ended (its worker was killed and the job reaped): their rows deleted, the
-    import kept as failed."""
+def reap_imports(engine: Engine, *, stale_after: timedelta = STAGING_STALE) -> list[int]:
+    """Staging imports that died: their job has ended (the worker was killed and the job reaped), or, run by the
+    CLI without a job, no chunk was written for `stale_after`. Their rows are deleted; the import is kept as
+    failed."""
+    before = utcnow() - stale_after
+    recent = (select(Prompt.id).where(Prompt.import_id == PromptImport.id, Prompt.created_at >= before)
+              .exists())
     with engine.connect() as conn:
         dead = conn.execute(select(PromptImport.id, Job.id, Job.status)
                             .join(Job, Job.id == PromptImport.job_id)
                             .where(PromptImport.status == IMPORT_STAGING, Job.status.not_in(JOB_ACTIVE))).all()
+        orphans = conn.execute(select(PromptImport.id).where(
+            PromptImport.status == IMPORT_STAGING, PromptImport.job_id.is_(None),
+            PromptImport.created_at < before, ~recent)).scalars().all()
     for import_id, job_id, job_status in dead:
         discard_staged(engine, import_id, reason=f"its job {job_id} ended ({job_status}) before the import was "
                                                  "complete; nothing was imported")
-    return [d[0] for d in dead]
+    for import_id in orphans:
+        discard_staged(engine, import_id, reason=f"no rows were written for {stale_after} (its process was "
+                                                 "killed?); nothing was imported")
+    return [d[0] for d in dead] + list(orphans)
 
 
 def _kind(v: Any) -> str:

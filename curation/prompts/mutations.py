@@ -23,6 +23,7 @@ from core.vocabulary import DEFAULT_MODEL
 from curation.templates import get_template, register_builtin
 from db.engine import write_engine
 from db.models import Prompt, PromptSet
+from db.visibility import INCLUDE_STAGED
 
 SLOT = "[INSERT PROMPT HERE]"
 ARTIFACTS = Path(__file__).parent / "builtin" / "data" / "jailbreakbench" / "artifacts"
@@ -137,8 +138,8 @@ def _insert(engine: Engine, project_id: int, set_name: str, description: str, ro
         for r in rows:
             text = normalise_text(r["text"])
             sha = prompt_sha256(text)
-            exists = s.execute(select(Prompt.id).where(Prompt.project_id == project_id, Prompt.sha256 == sha)
-                               ).first()
+            exists = s.execute(select(Prompt.id).where(Prompt.project_id == project_id, Prompt.sha256 == sha),
+                               execution_options={INCLUDE_STAGED: True}).first()  # a staged import holds it too
             if not text or exists or sha in seen:
                 dup += 1
                 continue

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -103,6 +103,8 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
             if queue is None:
                 raise ValueError(f"queue {queue_id} does not exist")
             check_member(s, me, queue)
+            if not queue.is_active and not pulled:
+                raise PermissionDenied(f"queue '{queue.name}' is paused")
             if not s.execute(select(QueueItem.trace_id).where(QueueItem.queue_id == queue_id,
                                                               QueueItem.trace_id == trace_id)).first():
                 raise ValueError(f"trace {trace_id} is not in queue '{queue.name}'")
@@ -120,10 +122,13 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
             raise ConflictError(f"you already annotated trace {trace_id} (another tab?)",
                                 current=annotation_state(mine), other_change=last_event(s, "annotation", mine.id))
         overlap = queue.overlap if queue else 1
-        my_claim = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id,
+        # The claim must be in this queue: its overlap decides the trace, so a claim taken in another queue with
+        # a larger overlap does not let one submit here.
+        in_queue = Claim.queue_id == queue_id if queue is not None else true()
+        my_claim = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id, in_queue,
                                                  Claim.kind == "active", Claim.expires_at > now)).scalars().first()
         if my_claim is None and queue is not None and not pulled:
-            held = s.execute(select(Claim.id).where(Claim.trace_id == trace_id, Claim.user_id == me.id,
+            held = s.execute(select(Claim.id).where(Claim.trace_id == trace_id, Claim.user_id == me.id, in_queue,
                                                     Claim.kind == "active")).first()
             if held is None:
                 raise PermissionDenied(f"you hold no claim on trace {trace_id}: take it from the queue first")
@@ -211,6 +216,9 @@ def _own_annotation(s: Session, me: User, annotation_id: int, verb: str, missing
         raise ValueError(f"annotation {annotation_id} does not exist{missing}")
     if a.annotator_id != me.id:
         raise PermissionDenied(f"you can {verb} only your own annotations")
+    queue = s.get(Queue, a.queue_id) if a.queue_id is not None else None
+    if queue is not None:
+        check_member(s, me, queue)  # removed from the queue since: the annotation is no longer theirs to change
     return a
 
 

@@ -42,7 +42,8 @@ if conn is None:
 else:
     st_ = connection_status(conn.url, conn.workspace, bool(conn.api_key))
     if st_["ok"]:
-        st.success(f"Connected to {conn.url} as {st_['username']} ({st_['role']}), workspace '{conn.workspace}'.",
+        st.success(f"Connected to {plain(conn.url)} as {plain(st_['username'])} ({plain(st_['role'])}), workspace "
+                   f"'{plain(conn.workspace)}'.",
                    icon=":material/cloud_done:")
     else:
         st.error(f"Cannot reach {plain(conn.url)}: {plain(st_.get('error'))}", icon=":material/cloud_off:")
@@ -93,7 +94,7 @@ for d in rows:
     p = d["progress"] or {}
     with st.container(border=True):
         st.markdown(f"**{plain(d['name'])}** · workspace {plain(d['workspace'])} · "
-                    f"{'queue ' + d['queue'] if d['queue'] else 'filter'} · overlap {d['overlap']}")
+                    f"{'queue ' + plain(d['queue']) if d['queue'] else 'filter'} · overlap {d['overlap']}")
         if p.get("total"):
             st.progress(p["completed"] / p["total"], text=f"Argilla: {p['completed']} of {p['total']} records "
                                                            "completed")

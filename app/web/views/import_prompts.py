@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 
 import pandas as pd
 import streamlit as st
 
 from app.web.job_panel import job_panel
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine, save_upload
 from core.errors import PermissionDenied
 from core.vocabulary import BEHAVIORS, SPLITS
@@ -29,8 +29,6 @@ OPTIONAL_FIELDS = ("source_id", "category", "mutation", "split")
 TEXT_GUESSES = ("prompt", "text", "goal", "question", "instruction", "behavior", "forbidden_prompt", "query")
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 JOB_KEY = "import_job_id"
-MARKDOWN = re.compile(r"([\\`*_\[\]()<>#!|~:$])")  # emphasis, links, images, code, HTML, tables, LaTeX, :colour[]
-LINE_START = re.compile(r"^(\s*\d*)([-+=.)])")  # a list or a heading underline, only where a line starts
 
 user = page_user(__file__)
 eng = engine()
@@ -45,12 +43,6 @@ def preview(path: str, fmt: str, delimiter: str | None) -> tuple[list[dict], lis
         else:
             rows.append(item.values)
     return rows, errors
-
-
-def md(text) -> str:
-    """Data (file names, keys, values, messages quoting them) escaped to show as itself inside Markdown: a key
-    holding an image link would otherwise make the browser fetch its URL."""
-    return LINE_START.sub(r"\1\\\2", MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " "))
 
 
 def as_text(v) -> str | None:
@@ -91,7 +83,7 @@ def behaviour_choice(columns: list[str], rows: list[dict]) -> dict:
     mapping = {}
     for i, value in enumerate(seen[:30]):
         options = [*BEHAVIORS, INVALID]
-        choice = st.selectbox(f"“{md(value)}” →", options, index=options.index(value) if value in BEHAVIORS else 3,
+        choice = st.selectbox(f"“{plain(value)}” →", options, index=options.index(value) if value in BEHAVIORS else 3,
                               key=f"imp_beh_map_{i}")
         if choice != INVALID:
             mapping[value] = choice
@@ -112,18 +104,18 @@ def upload_tab() -> None:
                                                    index=2 if fmt == "tsv" else 0, key="imp_delim")
         rows, bad = preview(path, fmt, delimiter)
     except (ImportFileError, OSError, UnicodeError) as e:
-        st.error(md(e))
+        st.error(plain(e))
         return
     if not rows:
-        st.error(f"{md(uploaded.name)}: no readable rows in the first {PREVIEW_ROWS}"
-                 + (f", e.g. {md(bad[0].where())}" if bad else "."))
+        st.error(f"{plain(uploaded.name)}: no readable rows in the first {PREVIEW_ROWS}"
+                 + (f", e.g. {plain(bad[0].where())}" if bad else "."))
         return
     columns = columns_of(rows)
-    st.markdown(f"**Preview** (first {len(rows)} rows of {md(uploaded.name)}, {fmt})")
+    st.markdown(f"**Preview** (first {len(rows)} rows of {plain(uploaded.name)}, {fmt})")
     st.dataframe(pd.DataFrame([{c: as_text(r.get(c)) for c in columns} for r in rows], columns=columns),
                  hide_index=True, width="stretch")
     if bad:
-        st.warning(f"{len(bad)} unreadable row(s) in the preview, e.g. {md(bad[0].where())}")
+        st.warning(f"{len(bad)} unreadable row(s) in the preview, e.g. {plain(bad[0].where())}")
 
     st.markdown("**Map columns to fields**")
     stem = uploaded.name.rsplit(".", 1)[0]
@@ -142,7 +134,7 @@ def upload_tab() -> None:
     with right:
         split = "train"
         if "split" in mapping:
-            st.caption(f"Split comes from column {md(mapping['split'])} (train or eval).")
+            st.caption(f"Split comes from column {plain(mapping['split'])} (train or eval).")
         else:
             split = st.radio("Split", SPLITS, horizontal=True, key="imp_split")
         all_or_nothing = st.radio("When rows are invalid", ["Skip invalid rows and import the rest",
@@ -154,7 +146,7 @@ def upload_tab() -> None:
                                file_format=fmt, delimiter=delimiter, **beh)
             job = enqueue_import(eng, user.id, path, cfg)
         except (ValueError, PermissionDenied) as e:
-            st.error(md(e))
+            st.error(plain(e))
             return
         st.session_state[JOB_KEY] = job.id
 

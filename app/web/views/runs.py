@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.web.login import page_user
 from app.web.state import engine
+from core.markdown import code_span
 from training.runs import (
     RunError,
     can_resume,
@@ -69,7 +70,8 @@ def run_detail() -> None:
         st.rerun(scope="app")
     st.markdown("**Log tail**")
     st.code(r.log_tail[-4000:] or "(empty)", language="text")
-    st.markdown(f"**Export** `{r.export_name}` · **base model** `{r.base_model}` · **preset** `{r.preset}`")
+    st.markdown(f"**Export** {code_span(r.export_name)} · **base model** {code_span(r.base_model)} · **preset** "
+                f"{code_span(r.preset)}")
     if r.adapter_path:
         st.markdown("**Adapter**")
         st.code(r.adapter_path, language="text")
