@@ -90,3 +90,12 @@ JUDGE_LABELS = _values(*JudgeLabel)
 BEHAVIOR_OF_JUDGE_LABEL = {JudgeLabel.REFUSED.value: Behavior.REFUSE.value, JudgeLabel.COMPLIED.value:
                            Behavior.COMPLY.value, JudgeLabel.PARTIAL.value: Behavior.PARTIAL.value}
 JUDGE_LABEL_OF_BEHAVIOR = {b: j for j, b in BEHAVIOR_OF_JUDGE_LABEL.items()}
+
+# Harm categories whose text an annotator sees only after a click until they choose otherwise (My settings): the
+# ones that harm readers most. Matched as words in the category name, since benchmarks spell them differently.
+SENSITIVE_BY_DEFAULT = ("self-harm", "self harm", "suicide", "eating disorder", "sexual", "child")
+
+
+def sensitive_by_default(category: str | None) -> bool:
+    low = (category or "").lower()
+    return any(word in low for word in SENSITIVE_BY_DEFAULT)

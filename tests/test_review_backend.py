@@ -288,13 +288,15 @@ def test_lease_expiry_and_skip(engine):
     assert c.trace_id == tids[0]
     # a1's lease ran out: a2 gets the same first trace.
     assert claims.claim_next(engine, a2, q.id).trace_id == tids[0]
-    # a1 skips trace 1; it goes back to the pool for others but not to a1.
+    # a1 skips trace 1; it goes back to the pool for others, and to a1 only once nothing else is left (not as
+    # the page's prefetched next trace).
     c1 = claims.claim_next(engine, a1, q.id)
     assert c1.trace_id == tids[1]
     claims.skip(engine, a1, tids[1])
-    assert claims.claim_next(engine, a1, q.id) is None
     assert _count(engine, Claim, Claim.kind == "skip") == 1
     assert [r["skipped"] for r in reading.activity(engine, users["admin"]) if r["user"] == a1.username] == [1]
+    assert claims.claim_next(engine, a1, q.id, keep=(tids[0],)) is None
+    assert claims.claim_next(engine, a1, q.id).trace_id == tids[1]
     # The expired lease holder's late submit is refused: a2 holds the only slot now.
     with pytest.raises(ConflictError, match="lease"):
         annotations.submit_annotation(engine, a1, tids[0], decision="approve", trace_version=1, queue_id=q.id)

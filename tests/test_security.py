@@ -290,3 +290,27 @@ def test_recording_a_generation_run_is_checked_on_the_acting_user(engine):
         assert s.execute(select(func.count(GenerationRun.id))).scalar_one() == 0
     assert create_run(engine, GenerationConfig(model="tiny"), Selection(set_names=["x"]),
                       created_by=users["reviewer"].id).id
+
+
+def test_new_annotators_see_distressing_categories_behind_a_warning_until_they_choose(app_db):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from curation.review import preferences, queues
+    from tests.factories import make_traces, make_users
+
+    users = make_users(app_db)
+    make_traces(app_db, 1, category="Suicide, self-harm")
+    queues.create_queue(app_db, users["admin"], "q", {}, overlap=1, members=[users["annotator"].id])
+    review = Path(__file__).resolve().parents[1] / "app/web/views/review.py"
+    at = AppTest.from_file(str(review), default_timeout=120)
+    at.session_state["user_id"] = users["annotator"].id
+    at.run()
+    assert not at.exception and at.expander[0].label.startswith("Content warning: Suicide, self")
+    assert preferences.get_settings(app_db, users["annotator"])["blur_categories"] == ["Suicide, self-harm"]
+    preferences.save_settings(app_db, users["annotator"], [], 0)  # turned off
+    at = AppTest.from_file(str(review), default_timeout=120)
+    at.session_state["user_id"] = users["annotator"].id
+    at.run()
+    assert not at.exception and not at.expander

@@ -62,3 +62,31 @@ def test_sign_out_ends_the_cookie_and_data_is_never_markdown(sqlite_url, tmp_pat
         assert replay.get_by_text("Signed in as annotator").count() == 0
     assert not [u for u in requested if u.startswith(BEACON)], requested
     eng.dispose()
+
+
+def test_prompt_downloads_cannot_run_formulas_in_a_spreadsheet(sqlite_url, tmp_path):
+    """The Prompts page's download neutralises formula-like cells; Streamlit's own table download, which writes
+    them verbatim, is not offered."""
+    eng = make_engine(sqlite_url)
+    make_users(eng)
+    make_traces(eng, 1, set_name="evil")
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from db.models import Prompt
+
+    with Session(eng) as s:
+        s.execute(update(Prompt).values(text='=HYPERLINK("http://127.0.0.1:9/x","click")', category="@SUM(1)"))
+        s.commit()
+    with streamlit_server(app_env(sqlite_url, tmp_path / "home"), tmp_path / "logs") as base_url, \
+            chromium_page() as page:
+        sign_in(page, base_url, "admin", PASSWORD, "/prompts")
+        page.get_by_role("button", name="Download this page as CSV").wait_for(timeout=UI_TIMEOUT_MS)
+        page.locator('[data-testid="stDataFrame"]').hover()
+        assert not page.locator('button[aria-label="Download as CSV"]').is_visible()
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Download this page as CSV").click()
+        text = open(dl.value.path(), encoding="utf-8").read()
+    assert "'=HYPERLINK(" in text and "'@SUM(1)" in text
+    assert not any(line.startswith(("=", "@")) or ",=" in line or ",@" in line for line in text.splitlines())
+    eng.dispose()

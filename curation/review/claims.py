@@ -16,7 +16,7 @@ from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from core.errors import PermissionDenied
+from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import OPEN_STATUSES, Role
 from curation.auth import require
 from curation.review.reading import load_item
@@ -99,8 +99,7 @@ def claim_next(engine: Engine, user: User | int, queue_id: int, *, keep: tuple[i
         if not pg:  # BEGIN IMMEDIATE: nobody else writes until we commit, so the first candidate is ours
             row = s.execute(cand.limit(1)).first()
             if row is None:
-                s.rollback()
-                return None
+                return _skipped_back(s, me, queue, now, expires, keep)
             return _take(s, me, queue, row[0], row[1], now, expires)
         for _attempt in range(1000):
             for trace_id, version in s.execute(cand.with_for_update(skip_locked=True, of=Trace)).all():
@@ -110,8 +109,7 @@ def claim_next(engine: Engine, user: User | int, queue_id: int, *, keep: tuple[i
             # Everything unlocked was full. Rows others hold locked may still have room once they commit:
             # look again (without locks, fresh snapshot) and retry while anything is eligible.
             if s.execute(cand.limit(1)).first() is None:
-                s.rollback()
-                return None
+                return _skipped_back(s, me, queue, now, expires, keep)
             s.rollback()
             time.sleep(0.002 * (1 + _attempt % 10))  # let the lock holders commit
             me, queue = load_queue_for(s, user, queue_id)
@@ -127,6 +125,25 @@ def _take(s: Session, me: User, queue: Queue, trace_id: int, version: int, now: 
         s.add(Claim(trace_id=trace_id, user_id=me.id, queue_id=queue.id, claimed_at=now, expires_at=expires))
     s.commit()
     return ClaimResult(trace_id, version, queue.id, expires)
+
+
+def _skipped_back(s: Session, me: User, queue: Queue, now: datetime, expires: datetime,
+                  keep: tuple[int, ...]) -> Optional[ClaimResult]:
+    """Nothing new is left for the user: their own skips in this queue come back, oldest first, as long as the
+    trace still has room (Label Studio and Argilla's discarded filter do the same). Not while the page still shows
+    a trace (`keep`): a skip returns after the last new trace is done, not as the prefetched next one."""
+    if keep:
+        s.rollback()
+        return None
+    skipped = s.execute(select(Claim.trace_id, Trace.version).join(Trace, Trace.id == Claim.trace_id)
+                        .where(Claim.user_id == me.id, Claim.queue_id == queue.id, Claim.kind == "skip",
+                               Trace.status.in_(OPEN_STATUSES))
+                        .order_by(Claim.claimed_at, Claim.id)).all()
+    for trace_id, version in skipped:
+        if live_load(s, trace_id, now) < queue.overlap:
+            return _take(s, me, queue, trace_id, version, now, expires)
+    s.rollback()
+    return None
 
 
 def _full_or_mine(s: Session, trace_id: int, user_id: int, overlap: int, now: datetime) -> bool:
@@ -150,7 +167,8 @@ def release(engine: Engine, user: User | int, trace_id: int) -> None:
 
 def skip(engine: Engine, user: User | int, trace_id: int, *, hide_seconds: int = 8 * 3600,
          now: Optional[datetime] = None) -> None:
-    """Give the trace back to others, and keep it away from this user for a while."""
+    """Give the trace back to others; it comes back to this user once nothing new is left for them (or after
+    `hide_seconds`)."""
     now = now or utcnow()
     with Session(write_engine(engine)) as s:
         me = require(s, user, "annotate")
@@ -158,6 +176,23 @@ def skip(engine: Engine, user: User | int, trace_id: int, *, hide_seconds: int =
         if c is None:
             raise ValueError(f"you hold no claim on trace {trace_id}")
         c.kind, c.claimed_at, c.expires_at = "skip", now, now + timedelta(seconds=hide_seconds)
+        s.commit()
+
+
+def unskip(engine: Engine, user: User | int, trace_id: int, *, now: Optional[datetime] = None) -> None:
+    """Undo a skip: the trace is the user's claim again, if others have not filled it meanwhile."""
+    now = now or utcnow()
+    with Session(write_engine(engine)) as s:
+        me = require(s, user, "annotate")
+        c = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id,
+                                          Claim.kind == "skip")).scalars().first()
+        if c is None:
+            raise ValueError(f"you have not skipped trace {trace_id}")
+        queue = s.get(Queue, c.queue_id)
+        check_member(s, me, queue)
+        if live_load(s, trace_id, now) >= queue.overlap:
+            raise ConflictError(f"trace {trace_id} was taken by others since you skipped it")
+        c.kind, c.claimed_at, c.expires_at = "active", now, now + timedelta(seconds=queue.lease_seconds)
         s.commit()
 
 

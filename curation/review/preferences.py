@@ -7,17 +7,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
+from core.vocabulary import sensitive_by_default
 from curation.auth import require
 from curation.review.audit import record
+from curation.review.reading import harm_categories
 from db.engine import write_engine
 from db.models import User, UserSetting, utcnow
 
 
 def get_settings(engine: Engine, user: User | int) -> dict[str, Any]:
+    """The user's preferences; before they first save, the defaults (the most distressing categories blurred),
+    with "defaults": True."""
     with Session(engine) as s:
         me = require(s, user, "own_settings")
         st = s.get(UserSetting, me.id)
-        return {"blur_categories": list(st.blur_categories) if st else [], "version": st.version if st else 0}
+    if st is None:
+        return {"blur_categories": [c for c in harm_categories(engine) if sensitive_by_default(c)], "version": 0,
+                "defaults": True}
+    return {"blur_categories": list(st.blur_categories), "version": st.version, "defaults": False}
 
 
 def save_settings(engine: Engine, user: User | int, blur_categories: list[str], expected_version: int) -> int:

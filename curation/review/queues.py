@@ -14,7 +14,7 @@ from curation.auth import require
 from curation.review.audit import record
 from db.engine import write_engine
 from db.filters import TraceFilter, flagged_expr
-from db.models import Annotation, Prompt, Queue, QueueItem, QueueMember, Trace, User, utcnow
+from db.models import Annotation, Claim, Prompt, Queue, QueueItem, QueueMember, Trace, User, utcnow
 
 
 def _queue_dict(q: Queue) -> dict[str, Any]:
@@ -159,6 +159,10 @@ def queue_progress(engine: Engine, user: User | int, queue_id: int) -> dict[str,
         total = s.execute(select(func.count()).where(QueueItem.queue_id == q.id)).scalar_one()
         done = s.execute(select(func.count()).where(QueueItem.queue_id == q.id,
                                                     QueueItem.is_open.is_(False))).scalar_one()
+        skipped = s.execute(select(func.count(func.distinct(Claim.trace_id)))
+                            .join(QueueItem, and_(QueueItem.trace_id == Claim.trace_id, QueueItem.queue_id == q.id))
+                            .where(Claim.queue_id == q.id, Claim.kind == "skip", QueueItem.is_open.is_(True))
+                            ).scalar_one()
         by_status = dict(s.execute(select(Trace.status, func.count()).join(QueueItem, QueueItem.trace_id == Trace.id)
                                    .where(QueueItem.queue_id == q.id).group_by(Trace.status)).all())
         members = s.execute(
@@ -167,7 +171,7 @@ def queue_progress(engine: Engine, user: User | int, queue_id: int) -> dict[str,
             .outerjoin(Annotation, and_(Annotation.annotator_id == User.id, Annotation.queue_id == q.id))
             .where(QueueMember.queue_id == q.id).group_by(User.id, User.username, User.role)
             .order_by(User.username)).all()
-        return {"queue": _queue_dict(q), "items": total, "done": done,
+        return {"queue": _queue_dict(q), "items": total, "done": done, "skipped": skipped,
                 "fraction": (done / total) if total else 0.0, "by_status": by_status,
                 "members": [{"user_id": m[0], "username": m[1], "role": m[2], "annotations": m[3],
                              "fraction": (m[3] / total) if total else 0.0} for m in members]}

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import PermissionDenied
-from core.vocabulary import Role, TraceStatus
+from core.vocabulary import Role, TraceStatus, sensitive_by_default
 from curation.auth import require
 from curation.review.audit import annotation_state
 from db.filters import TraceFilter
@@ -37,7 +37,10 @@ def load_item(engine: Engine, user: User | int, trace_id: int) -> dict[str, Any]
         labels = s.execute(select(AutoLabel).where(AutoLabel.trace_id == trace_id)
                            .order_by(AutoLabel.kind, AutoLabel.agent)).scalars()
         setting = s.get(UserSetting, me.id)
-        blur = set(setting.blur_categories) if setting else set()
+        if setting is not None:
+            blurred = bool(p.category and p.category.lower() in {b.lower() for b in setting.blur_categories})
+        else:  # never chose: the most distressing categories start hidden
+            blurred = sensitive_by_default(p.category)
         return {
             "trace_id": t.id, "trace_version": t.version, "status": t.status, "reasoning": t.reasoning,
             "response": t.response, "parse_ok": t.parse_ok, "strategy": t.strategy, "model": t.model,
@@ -45,7 +48,7 @@ def load_item(engine: Engine, user: User | int, trace_id: int) -> dict[str, Any]
             "mutation": p.mutation, "category": p.category, "parent_prompt": parent.text if parent else None,
             "auto_labels": [{"kind": a.kind, "agent": a.agent, "label": a.label, "score": a.score,
                              "rationale": a.rationale} for a in labels],
-            "blur": bool(p.category and p.category.lower() in {b.lower() for b in blur}),
+            "blur": blurred,
         }
 
 

@@ -41,7 +41,9 @@ with st.expander("New queue", expanded=not queues.list_queues(eng, user.id)):
 for q in queues.list_queues(eng, user.id):
     p = queues.queue_progress(eng, user.id, q["id"])
     st.subheader(plain(q["name"]))
-    st.progress(p["fraction"], text=f"{p['done']} of {p['items']} traces decided · overlap {q['overlap']}")
+    skipped = (f" · {p['skipped']} skipped (each comes back at the end of its skipper's queue)"
+               if p["skipped"] else "")
+    st.progress(p["fraction"], text=f"{p['done']} of {p['items']} traces decided · overlap {q['overlap']}{skipped}")
     st.dataframe([{"member": m["username"], "role": m["role"], "annotations": m["annotations"]}
                   for m in p["members"]], hide_index=True)
     with st.form(f"edit_{q['id']}"):

@@ -64,7 +64,7 @@ def _submit(decision: str, **edits) -> None:
     except (ValueError, PermissionDenied) as e:
         ss.rv_flash = ("error", str(e))
         return
-    ss.rv_last = res.annotation_id
+    ss.rv_last, ss.rv_last_skip = res.annotation_id, None
     ss.rv_last_trace = cur["trace_id"] if decision in ("approve", "needs_edit") else None
     ss.rv_flash = ("ok", f"trace {cur['trace_id']}: {decision} → {res.trace_status}")
     if edits:
@@ -104,18 +104,24 @@ def on_skip():
     ss.rv_conflict = None
     try:
         claims.skip(eng, user.id, cur["trace_id"])
+        ss.rv_last, ss.rv_last_skip = None, cur["trace_id"]  # `u` now undoes the skip
     except ValueError:
         pass  # no claim left (decided meanwhile): just move on
-    ss.rv_flash = ("ok", f"skipped trace {cur['trace_id']}")
+    ss.rv_flash = ("ok", f"skipped trace {cur['trace_id']}: it comes back at the end of your queue")
     _advance()
 
 
 def on_undo():
-    if not ss.get("rv_last"):
+    """Undo the last action, a submission or a skip."""
+    if not ss.get("rv_last") and not ss.get("rv_last_skip"):
         ss.rv_flash = ("error", "nothing to undo")
         return
     try:
-        tid = annotations.undo_annotation(eng, user.id, ss.rv_last)
+        if ss.get("rv_last_skip"):
+            tid = ss.rv_last_skip
+            claims.unskip(eng, user.id, tid)
+        else:
+            tid = annotations.undo_annotation(eng, user.id, ss.rv_last)
     except (ConflictError, PermissionDenied, ValueError) as e:
         ss.rv_flash = ("error", f"undo not possible: {e}")
         return
@@ -123,7 +129,7 @@ def on_undo():
         claims.release(eng, user.id, ss.rv_next["trace_id"])
     ss.rv_next = ss.rv_cur
     ss.rv_cur = reading.load_item(eng, user.id, tid)
-    ss.rv_last = None
+    ss.rv_last = ss.rv_last_skip = None
     _fresh_labels(ss.rv_cur)
     ss.rv_flash = ("ok", f"undone: trace {tid} is back")
 
@@ -163,6 +169,7 @@ if not names:
 qid = st.selectbox("Queue", list(names), format_func=names.get, key="rv_pick")
 if ss.get("rv_queue_id") != qid:
     ss.rv_queue_id, ss.rv_cur, ss.rv_next, ss.rv_last, ss.rv_conflict, ss.rv_diff = qid, None, None, None, None, None
+    ss.rv_last_skip = None
     ss.rv_cur = _fetch()
     _fresh_labels(ss.rv_cur)
 st.caption(LEGEND)

@@ -15,6 +15,9 @@ eng = engine()
 st.title("My settings")
 cur = preferences.get_settings(eng, user.id)
 options = sorted(set(reading.harm_categories(eng)) | set(cur["blur_categories"]))
+if cur.get("defaults"):
+    st.caption("These are the defaults (self-harm, suicide, sexual and child-related categories start hidden); "
+               "saving makes them your choice.")
 with st.form("settings"):
     chosen = st.multiselect("Hide traces in these harm categories behind a content warning", options,
                             default=cur["blur_categories"])

@@ -14,7 +14,7 @@ from curation.review.reading import activity
 user = page_user(__file__)
 eng = engine()
 st.title("Users")
-with st.form("add_user"):
+with st.form("add_user", clear_on_submit=True):
     c1, c2, c3 = st.columns(3)
     name = c1.text_input("User name")
     pw = c2.text_input("Password", type="password")
