@@ -7,7 +7,7 @@ means the local operator: the CLI and the worker acting on their own, who hold t
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Optional
 
 from argon2 import PasswordHasher
@@ -61,10 +61,6 @@ THROTTLE_WINDOW = timedelta(hours=1)
 _hasher = PasswordHasher()
 # Verified against when the user name is unknown, so an unknown name costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
 
 
 def can(role: str, action: str) -> bool:
@@ -136,14 +132,14 @@ def _retry_after(session: Session, column, value: str, now: datetime, free: int,
     since = now - THROTTLE_WINDOW
     if success_resets:
         last_ok = session.execute(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok)).scalar()
-        if last_ok is not None and _aware(last_ok) > since:
-            since = _aware(last_ok)
+        if last_ok is not None and last_ok > since:
+            since = last_ok
     n, last = session.execute(select(func.count(LoginAttempt.id), func.max(LoginAttempt.at))
                               .where(column == value, ~LoginAttempt.ok, LoginAttempt.at > since)).one()
     if n < free:
         return 0
     delay = min(BASE_DELAY_S * 2 ** (n - free), MAX_DELAY_S)
-    return max(0, int(delay - (now - _aware(last)).total_seconds() + 0.999))
+    return max(0, int(delay - (now - last).total_seconds() + 0.999))
 
 
 def authenticate(engine: Engine, username: str, password: str, *, client: str = "local") -> Optional[User]:

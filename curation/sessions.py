@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Optional
 
 from sqlalchemy import select, update
@@ -45,7 +45,7 @@ def session_user(engine: Engine, token: Optional[str]) -> Optional[int]:
     if row is None:
         return None
     uid, expires_at, revoked_at, active = row
-    if revoked_at is not None or not active or _aware(expires_at) <= utcnow():
+    if revoked_at is not None or not active or expires_at <= utcnow():
         return None
     return uid
 
@@ -65,7 +65,3 @@ def revoke_user_sessions(session: Session, user_id: int) -> int:
     res = session.execute(update(UserSession).where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
                        .values(revoked_at=utcnow()))
     return res.rowcount or 0
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC

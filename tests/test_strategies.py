@@ -101,6 +101,31 @@ def test_scaffold_builds_reasoning_from_clauses_and_conditions_the_reply(engine)
                                                    "comply": {"samples": 1, "parsed": 1, "matches": 1, "usable": 1}}
 
 
+class StutteringBackend(EchoBackend):
+    """The first answer to each clause request is empty, as a small model's sometimes is."""
+
+    def submit(self, key, r):
+        last = r.messages[-1]["content"]
+        if last.endswith(("asking me to", "because")) and last not in self.seen:
+            self.seen.add(last)
+            self.requests.append(r)
+            self.queue.append((key, ChatResult([Completion("", 0, "stop")] * r.n, 11, 0.0, self.name, self.model)))
+            return
+        super().submit(key, r)
+
+
+def test_an_unusable_clause_is_written_again_a_little_hotter(engine):
+    add_prompts(engine, rows=((HARMFUL, "refuse"),))
+    be = StutteringBackend()
+    be.seen = set()
+    run = create_run(engine, GenerationConfig(model="m", strategy="scaffold", temperature=0.0),
+                     Selection(set_names=["strat"]))
+    run_generation(engine, run.id, backend=be)
+    assert traces(engine, run.id)["refuse"].meta["clauses"] == ["open a lock", "it is breaking into a home"]
+    clause_requests = [r for r in be.requests if r.messages[-1]["content"].endswith(("asking me to", "because"))]
+    assert [r.sampling.temperature for r in clause_requests] == pytest.approx([0.0, 0.9, 0.0, 0.9])
+
+
 def test_every_strategy_template_is_versioned_and_snapshotted(engine):
     from curation.templates import save_template
 

@@ -21,14 +21,14 @@ from db.models import User
 def signed_in_user() -> Optional[User]:
     """The signed-in user as the database has it now (deactivated accounts are signed out)."""
     uid = st.session_state.get("user_id")
+    token = st.session_state.get("_session_token")
     if uid is None and not st.session_state.get("_no_cookie"):
         # A page reload starts a new Streamlit session; the session cookie set at sign-in carries the login over.
         token = _cookie()
         uid = session_user(engine(), token)
         if uid is not None:
             st.session_state["user_id"], st.session_state["_session_token"] = uid, token
-    token = st.session_state.get("_session_token")
-    if uid is not None and token is not None and session_user(engine(), token) != uid:
+    elif uid is not None and token is not None and session_user(engine(), token) != uid:
         uid = None  # signed out elsewhere, password changed, or expired: this tab is out too
     if uid is None:
         st.session_state.pop("user_id", None)

@@ -158,25 +158,24 @@ def scaffold(ctx: SampleContext) -> Step:
     messages = ctx.turns()
     results = []
     head = fmt.open_tag + "\n" + ctx.text("scaffold.clause_request")
-    asked = why = ""
-    for attempt in range(retries + 1):  # a clause copied from a demo is written again, a little hotter
-        r1 = yield ctx.request(messages, prefill=head, max_tokens=clause_tokens, stop=clause_stop,
-                               **({"temperature": max(ctx.sampling.temperature, 0.7) + 0.2 * attempt} if attempt
-                                  else {}))
-        results.append(r1)
-        asked = _clause(r1.completions[0].text)
-        if not _copies_demo(asked, ctx):
-            break
+
+    def own_clause(prefill: str):
+        """One model-written clause after `prefill`; a clause copied from a demo is written again, a little
+        hotter."""
+        clause = ""
+        for attempt in range(retries + 1):
+            r = yield ctx.request(messages, prefill=prefill, max_tokens=clause_tokens, stop=clause_stop,
+                                  **({"temperature": max(ctx.sampling.temperature, 0.7) + 0.2 * attempt}
+                                     if attempt else {}))
+            results.append(r)
+            clause = _clause(r.completions[0].text)
+            if not _copies_demo(clause, ctx):
+                break
+        return clause
+
+    asked = yield from own_clause(head)
     judgement = ctx.text(f"scaffold.clause_{b}")
-    head2 = f"{head} {asked}. {judgement}"
-    for attempt in range(retries + 1):
-        r2 = yield ctx.request(messages, prefill=head2, max_tokens=clause_tokens, stop=clause_stop,
-                               **({"temperature": max(ctx.sampling.temperature, 0.7) + 0.2 * attempt} if attempt
-                                  else {}))
-        results.append(r2)
-        why = _clause(r2.completions[0].text)
-        if not _copies_demo(why, ctx):
-            break
+    why = yield from own_clause(f"{head} {asked}. {judgement}")
     reasoning = (f"{ctx.text('scaffold.clause_request')} {asked}. {judgement} {why}. "
                  f"{ctx.text(f'scaffold.conclusion_{b}')}")
     stops = [s for s in ctx.text("scaffold.stop").splitlines() if s]

@@ -125,13 +125,11 @@ def submit_annotation(engine: Engine, user: User | int, trace_id: int, *, decisi
         # The claim must be in this queue: its overlap decides the trace, so a claim taken in another queue with
         # a larger overlap does not let one submit here.
         in_queue = Claim.queue_id == queue_id if queue is not None else true()
-        my_claim = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id, in_queue,
-                                                 Claim.kind == "active", Claim.expires_at > now)).scalars().first()
-        if my_claim is None and queue is not None and not pulled:
-            held = s.execute(select(Claim.id).where(Claim.trace_id == trace_id, Claim.user_id == me.id, in_queue,
-                                                    Claim.kind == "active")).first()
-            if held is None:
-                raise PermissionDenied(f"you hold no claim on trace {trace_id}: take it from the queue first")
+        claim = s.execute(select(Claim).where(Claim.trace_id == trace_id, Claim.user_id == me.id, in_queue,
+                                              Claim.kind == "active")).scalars().first()
+        if claim is None and queue is not None and not pulled:
+            raise PermissionDenied(f"you hold no claim on trace {trace_id}: take it from the queue first")
+        my_claim = claim if claim is not None and claim.expires_at > now else None
         if my_claim is None and live_load(s, trace_id, now) >= overlap:
             raise ConflictError(f"your lease on trace {trace_id} expired and others took it; not saved",
                                 current=trace_state(t))
