@@ -5,7 +5,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
@@ -83,6 +83,25 @@ def busy(error: BaseException) -> bool:
 def write_engine(engine: Engine) -> Engine:
     """The same engine, but its transactions take SQLite's write lock up front (no effect on PostgreSQL)."""
     return engine.execution_options(sqlite_immediate=True)
+
+
+BIG_WRITE = 1000  # rows written in one go after which the planner's statistics are refreshed
+
+
+def refresh_statistics(bind, tables: tuple[str, ...], rows: int) -> None:
+    """After a bulk write, refresh the query planner's statistics for these tables. SQLite keeps none until ANALYZE
+    runs, and without them it joins prompts and traces in the slow order (a Browse page at 100k traces: 30 ms
+    with statistics, 300-700 ms without); PostgreSQL's autovacuum catches up only later. `bind` is an engine
+    (its own short transaction) or an open connection or session (inside the caller's)."""
+    if rows < BIG_WRITE:
+        return
+    if isinstance(bind, Engine):
+        with write_engine(bind).begin() as conn:
+            return refresh_statistics(conn, tables, rows)
+    # SQLite reads the whole table (about 1 s per million rows); its sampled mode (analysis_limit) caps the
+    # counts it records and brings the slow join order back.
+    for table in tables:
+        bind.execute(text(f"ANALYZE {table}"))
 
 
 @lru_cache(maxsize=8)

@@ -6,6 +6,7 @@ Handlers for job kinds live beside their area and register here, so the runner k
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import traceback
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.errors import UserError
 from core.vocabulary import JobStatus
 from db.engine import write_engine
 from db.models import Job, utcnow
@@ -43,12 +45,26 @@ def register_job_kind(name: str, *, resumable: bool = False, description: str = 
     return deco
 
 
+_LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+
+
+def worker_label(value: str | None) -> str | None:
+    """A worker label as stored ("gpu", "a100-80g"); None for none. Raises UserError on anything else."""
+    value = (value or "").strip().lower()
+    if not value:
+        return None
+    if not _LABEL.fullmatch(value):
+        raise UserError(f"worker label '{value[:60]}': use 1-40 lowercase letters, digits, '.', '_' or '-'")
+    return value
+
+
 def enqueue(engine: Engine, kind: str, params: dict[str, Any] | None = None, *, created_by: int | None = None,
-            resumable: bool | None = None) -> Job:
+            resumable: bool | None = None, requires_label: str | None = None) -> Job:
     if resumable is None:
         resumable = JOB_KINDS[kind].resumable if kind in JOB_KINDS else False
     with Session(engine, expire_on_commit=False) as s:
-        job = Job(kind=kind, params=params or {}, created_by=created_by, resumable=resumable)
+        job = Job(kind=kind, params=params or {}, created_by=created_by, resumable=resumable,
+                  requires_label=worker_label(requires_label))
         s.add(job)
         s.commit()
         s.refresh(job)
@@ -60,12 +76,15 @@ def get_job(engine: Engine, job_id: int) -> Job | None:
         return s.get(Job, job_id)
 
 
-def claim_next(engine: Engine, worker_id: str, kinds: list[str] | None = None) -> Job | None:
-    """Atomically move the oldest queued job to running for this worker; None when the queue is empty."""
+def claim_next(engine: Engine, worker_id: str, kinds: list[str] | None = None,
+               labels: list[str] | None = None) -> Job | None:
+    """Atomically move the oldest queued job this worker may run (one of its kinds; no required label, or one of
+    its labels) to running for it; None when there is none."""
     with write_engine(engine).begin() as conn:
         q = select(Job.id).where(Job.status == JobStatus.QUEUED)
         if kinds:
             q = q.where(Job.kind.in_(kinds))
+        q = q.where(or_(Job.requires_label.is_(None), Job.requires_label.in_(labels or [])))
         q = q.order_by(Job.id).limit(1)
         if conn.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)

@@ -22,10 +22,11 @@ def evaluate(ctx: JobContext, run_id: int) -> dict:
     return {"eval_run_id": run.id, "outputs": run.metrics.get("outputs"), "metrics": judge}
 
 
-def enqueue_eval(engine: Engine, user: User | int | None, run_id: int) -> Job:
-    """Queue the run for the worker and link the job to it."""
+def enqueue_eval(engine: Engine, user: User | int | None, run_id: int, *, worker_label: str | None = None) -> Job:
+    """Queue the run for the worker and link the job to it; with `worker_label`, for workers with that label."""
     me = check(engine, user, "evaluate")
-    job = enqueue(engine, "evaluate", {"run_id": run_id}, created_by=me.id if me else None)
+    job = enqueue(engine, "evaluate", {"run_id": run_id}, created_by=me.id if me else None,
+                  requires_label=worker_label)
     with engine.begin() as conn:
         conn.execute(update(EvalRun).where(EvalRun.id == run_id).values(job_id=job.id))
     return job

@@ -57,9 +57,9 @@ def vllm_backend(vllm_python, tiny_model_dir, request):
     be.close()
 
 
-@pytest.fixture(scope="session")
-def _vllm_server_proc(vllm_python, tiny_model_dir, tmp_path_factory):
-    """Starts (does not wait for) a real vLLM OpenAI-compatible server on loopback serving the tiny model."""
+def _start_vllm_server(vllm_python, tiny_model_dir, folder):
+    """Starts (does not wait for) a real vLLM OpenAI-compatible server on loopback serving the tiny model; yields
+    (process, base URL, log path) and stops it after."""
     import os
     import socket
     import subprocess
@@ -67,7 +67,7 @@ def _vllm_server_proc(vllm_python, tiny_model_dir, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    log = folder / "server.log"
     env = {**os.environ, **VLLM_TEST_ENV}
     env.pop("PYTHONPATH", None)
     with open(log, "w") as fh:
@@ -87,15 +87,14 @@ def _vllm_server_proc(vllm_python, tiny_model_dir, tmp_path_factory):
             proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def vllm_server(_vllm_server_proc):
-    """Base URL (…/v1) of the real vLLM server, once it answers."""
+def _answering(server, timeout_s: float = 600) -> str:
+    """The server's base URL once it answers; the test fails with its log if it exits or never answers."""
     import time
 
     import requests
 
-    proc, base, log = _vllm_server_proc
-    deadline = time.monotonic() + 600
+    proc, base, log = server
+    deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -105,5 +104,27 @@ def vllm_server(_vllm_server_proc):
         except requests.RequestException:
             pass
         if time.monotonic() > deadline:
-            pytest.fail(f"vLLM server did not answer within 600 s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"vLLM server did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
         time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def _vllm_server_proc(vllm_python, tiny_model_dir, tmp_path_factory):
+    yield from _start_vllm_server(vllm_python, tiny_model_dir, tmp_path_factory.mktemp("vllm_server"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server_pair(_vllm_server_proc, vllm_python, tiny_model_dir, tmp_path_factory):
+    """Base URLs of two real vLLM servers of the same model (the session's one and a second, started here)."""
+    second = _start_vllm_server(vllm_python, tiny_model_dir, tmp_path_factory.mktemp("vllm_server_2"))
+    proc = next(second)
+    try:
+        yield _answering(_vllm_server_proc), _answering(proc)
+    finally:
+        second.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(_vllm_server_proc):
+    """Base URL (…/v1) of the real vLLM server, once it answers."""
+    return _answering(_vllm_server_proc)

@@ -30,6 +30,15 @@ class Script:
 
 @pytest.fixture
 def fake_server():
+    yield from _fake_server()
+
+
+@pytest.fixture
+def second_fake_server():
+    yield from _fake_server()
+
+
+def _fake_server():
     script = Script()
 
     class Handler(BaseHTTPRequestHandler):
@@ -153,6 +162,28 @@ def test_prefill_uses_vllm_extension(fake_server):
     assert script.bodies[0]["add_generation_prompt"] is False
 
 
+def test_calls_spread_over_servers_with_bounded_concurrency_each(fake_server, second_fake_server):
+    (one, url1), (two, url2) = fake_server, second_fake_server
+    one.delay_s = two.delay_s = 0.15
+    be = make_backend("openai", "m", base_url=f"{url1}, {url2}/", concurrency=2)
+    res = be.generate([ChatRequest([{"role": "user", "content": f"q{i}"}], SamplingParams(max_tokens=2), n=2)
+                       for i in range(6)])
+    assert [len(r.completions) for r in res] == [2] * 6 and be.calls_by_server == [6, 6]
+    assert len(one.bodies) == len(two.bodies) == 6
+    assert one.max_inflight == two.max_inflight == 2  # at most `concurrency` per server, both busy
+
+
+def test_a_server_that_is_down_sends_its_retry_to_the_next(fake_server):
+    script, url = fake_server
+    be = make_backend("openai", "m", base_url=["http://127.0.0.1:9/v1", url], max_retries=2, backoff_s=0.01,
+                      timeout_s=2)
+    res = be.generate([ChatRequest([{"role": "user", "content": f"q{i}"}], SamplingParams(max_tokens=2))
+                       for i in range(4)])
+    assert all(r.completions[0].text == "ok" for r in res) and len(script.bodies) == 4
+    with pytest.raises(BackendError, match="not an http"):
+        make_backend("openai", "m", base_url="localhost:8000")
+
+
 def test_connection_refused_is_reported():
     be = make_backend("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_s=0.01, timeout_s=2)
     with pytest.raises(BackendError, match="ConnectionError"):
@@ -168,3 +199,23 @@ def test_bounded_concurrency_against_real_vllm_server(vllm_server):
     assert [len(r.completions) for r in res] == [3] * 4 and be.calls == 12
     assert all(1 <= c.completion_tokens <= 4 for r in res for c in r.completions)
     be.close()
+
+
+@pytest.mark.vllm
+def test_calls_spread_over_two_real_vllm_servers(vllm_server_pair):
+    """Two vLLM OpenAI servers of the same model on loopback: each answers its share, and greedy answers agree."""
+    import requests
+
+    def served(url: str) -> float:  # requests this server finished, from its Prometheus metrics
+        text = requests.get(url.removesuffix("/v1") + "/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("vllm:request_success_total"))
+
+    before = [served(u) for u in vllm_server_pair]
+    be = make_backend("openai", "tiny", base_url=list(vllm_server_pair), concurrency=2)
+    res = be.generate([ChatRequest([{"role": "user", "content": "Say something."}],
+                                   SamplingParams(temperature=0.0, max_tokens=6)) for _ in range(8)])
+    be.close()
+    assert be.calls_by_server == [4, 4]
+    assert [served(u) - b for u, b in zip(vllm_server_pair, before)] == [4, 4]
+    assert len({r.completions[0].text for r in res}) == 1  # the same model, greedy: the same answer from both

@@ -197,6 +197,17 @@ def test_parsed_traces_flow_into_auto_labels(engine, tiny_model_dir):
     assert labels[(phishing.id, "auto_approve")] == "no"
 
 
+def test_a_reply_with_nul_or_a_lone_surrogate_is_stored_on_every_database(engine, tiny_model_dir):
+    """Random weights emit NUL bytes now and then; PostgreSQL refuses them in text, and one such sample used to
+    fail the whole run there."""
+    add_prompts(engine)
+    replies = {p: f"<think>\nReason \x00 here.\n</think>\nAnswer \ud800 {i}\x00" for i, (p, _) in enumerate(PROMPTS)}
+    run = create_run(engine, cfg(tiny_model_dir, samples=1), Selection(set_names=["gen-set"]))
+    assert run_generation(engine, run.id, backend=ScriptedBackend(replies))["generated"] == 3
+    rows = traces(engine, run.id)
+    assert len(rows) == 3 and all("\x00" not in t.raw and "\ufffd" in t.response for t in rows)
+
+
 def test_generate_job_runs_in_worker_with_progress(sqlite_engine, tiny_model_dir):
     import curation.generation.jobs  # noqa: F401
     from app.worker import Worker

@@ -103,6 +103,28 @@ def test_claim_filters_by_kind_and_order(engine):
     assert [claim_next(engine, "w").id, claim_next(engine, "w").id] == [a.id, a2.id]
 
 
+def test_a_job_that_requires_a_label_goes_only_to_a_worker_with_it(engine):
+    from core.errors import UserError
+
+    gpu = enqueue(engine, "alpha", requires_label="GPU ")
+    plain = enqueue(engine, "alpha")
+    assert get_job(engine, gpu.id).requires_label == "gpu"
+    assert claim_next(engine, "cpu-worker").id == plain.id  # the older gpu job is skipped, not blocking
+    assert claim_next(engine, "cpu-worker", labels=["fast"]) is None
+    assert claim_next(engine, "gpu-worker", kinds=["alpha"], labels=["fast", "gpu"]).id == gpu.id
+    with pytest.raises(UserError, match="worker label"):
+        enqueue(engine, "alpha", requires_label="gpu; drop table")
+
+
+def test_worker_kinds_are_checked_and_aliased(engine):
+    from core.errors import UserError
+
+    w = Worker(engine, kinds=["train", "eval"], labels=["gpu"])
+    assert w.kinds == ["evaluate", "train"] and w.labels == ["gpu"] and w.worker_id.endswith("[gpu]")
+    with pytest.raises(UserError, match="unknown job kind"):
+        Worker(engine, kinds=["trian"])
+
+
 def _make_stale(engine, job_id: int, seconds: float) -> None:
     from datetime import timedelta
 
@@ -361,3 +383,28 @@ def test_the_jobs_page_cancels_through_the_checked_service(app_db):
     assert not at.exception, [e.value for e in at.exception]
     at.button(key=f"cancel_{job.id}").click().run()
     assert not at.exception and get_job(app_db, job.id).status == "cancelled"
+
+
+def test_the_jobs_page_shows_the_worker_its_heartbeat_and_the_duration(app_db):
+    from datetime import timedelta
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    admin = _person(app_db, "boss", "admin")
+    enqueue(app_db, "noop", requires_label="gpu")
+    running = enqueue(app_db, "noop")
+    assert claim_next(app_db, "host-7:123:abc", kinds=["noop"]).id == running.id
+    with app_db.begin() as c:  # started 75 s ago, last beat 12 s ago
+        c.execute(update(Job).where(Job.id == running.id).values(
+            started_at=utcnow() - timedelta(seconds=75), heartbeat_at=utcnow() - timedelta(seconds=12)))
+    at = AppTest.from_file(
+        str(Path(__file__).resolve().parents[1] / "app" / "web" / "views" / "jobs.py"), default_timeout=60)
+    at.session_state["user_id"] = admin
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value.set_index("id")
+    assert table.loc[running.id, "worker"] == "host-7:123:abc"
+    assert table.loc[running.id, "heartbeat"] in ("0:12 ago", "0:13 ago")
+    assert table.loc[running.id, "duration"] in ("1:15", "1:16")
+    assert table.loc[running.id - 1, "needs label"] == "gpu" and table.loc[running.id - 1, "worker"] == ""

@@ -1,6 +1,7 @@
 """Job kind `train`. Importing this module registers it with db.jobs (the worker does).
 
-`train` runs the trainer in a child process (`python -m training.run_job`): cancel kills the child within
+`train` runs the trainer in a child process (`python -m training.run_job`, or `accelerate launch` of it for several
+processes; see training.launch): cancel kills the child's process group within
 seconds and frees its memory; a child that dies (OOM killer, a signal, an exception) leaves the run `failed` with
 the tail of its log.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from curation.export.spec import ExportFilter, ExportOptions
 from db import jobs as jobrows
 from db.jobs import JobCancelled, JobContext, register_job_kind
 from db.models import TrainingRun, utcnow
+from training.config import TrainConfig
+from training.launch import train_command
 
 POLL_S = 0.5
 TERM_GRACE_S = 5.0
@@ -102,10 +104,15 @@ def run_train(ctx: JobContext, *, run_id: int, resume: bool = False, export: dic
         runs.set_status(ctx.engine, run_id, "cancelled" if isinstance(e, JobCancelled) else "failed",
                         error=f"export failed: {type(e).__name__}: {e}"[:4000])
         raise
+    try:
+        cmd = train_command(TrainConfig.from_dict(run.config), run_id, resume=resume) + ["--owner-pid",
+                                                                                          str(os.getpid())]
+    except Exception as e:
+        runs.set_status(ctx.engine, run_id, "failed", error=str(e)[:4000])
+        raise
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train.log"
-    cmd = [sys.executable, "-m", "training.run_job", "--run-id", str(run_id)] + (["--resume"] if resume else [])
     env = child_env(DATABASE_URL=ctx.engine.url.render_as_string(hide_password=False), PYTHONUNBUFFERED="1",
                     TOKENIZERS_PARALLELISM="false")
     with open(log_path, "ab") as logf:

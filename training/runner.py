@@ -36,24 +36,63 @@ def _flag(value: str, auto: bool) -> bool:
     return auto if str(value) == "auto" else str(value).lower() == "true"
 
 
-def _metrics_callback(engine: Engine, run_id: int):
+def owner_alive(pid: int) -> bool:
+    """Whether the worker that started this run still lives (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _agreed(flag: bool, args) -> bool:
+    """One decision for all processes of a distributed run: if any rank sees the flag, all act on it (a rank that
+    stopped alone would leave the others waiting in a collective)."""
+    import torch.distributed as dist
+
+    if args.world_size <= 1 or not dist.is_initialized():
+        return flag
+    import torch
+
+    t = torch.tensor([int(flag)], device=args.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _metrics_callback(engine: Engine, run_id: int, owner: int):
     from transformers import TrainerCallback
 
     class DatabaseMetrics(TrainerCallback):
-        """Write each log, evaluation and checkpoint as rows; stop when the worker that owns the run is gone."""
+        """Write each log, evaluation and checkpoint as rows (from the main process only, so a distributed run
+        records each once); stop when the worker that owns the run is gone."""
 
         def __init__(self):
-            self.parent = os.getppid()
+            self.owner_gone = False
+            self.parent = os.getppid()  # the worker, or the launcher of a distributed run
             self.last_t = time.perf_counter()
             self.last_tokens = 0
 
         def on_train_begin(self, args, state, control, **kw):
             self.last_t, self.last_tokens = time.perf_counter(), state.num_input_tokens_seen or 0
+            if not state.is_world_process_zero:
+                return
+            print(f"training on {args.world_size} process(es), {args.parallel_mode.value}, device {args.device}",
+                  flush=True)
             with engine.begin() as c:
                 c.execute(update(TrainingRun).where(TrainingRun.id == run_id)
                           .values(max_steps=state.max_steps, global_step=state.global_step))
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return
             logs = dict(logs or {})
             if "train_loss" in logs and "loss" not in logs:  # the closing summary, stored on the run instead
                 return
@@ -72,6 +111,8 @@ def _metrics_callback(engine: Engine, run_id: int):
                 c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(global_step=state.global_step))
 
         def on_save(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return
             path = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
             with engine.begin() as c:
                 c.execute(delete(TrainingCheckpoint).where(TrainingCheckpoint.run_id == run_id,
@@ -79,12 +120,19 @@ def _metrics_callback(engine: Engine, run_id: int):
                 c.execute(insert(TrainingCheckpoint), [dict(run_id=run_id, step=state.global_step, path=path)])
                 c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(last_checkpoint=path))
 
+        def gone(self) -> bool:
+            return os.getppid() != self.parent or not owner_alive(owner)
+
         def on_step_end(self, args, state, control, **kw):
-            if os.getppid() != self.parent:  # the worker died: do not train on as an orphan
+            if self.owner_gone or not _agreed(self.gone(), args):
+                return
+            # The worker died: do not train on as an orphan; save a checkpoint to resume from.
+            self.owner_gone = True
+            if state.is_world_process_zero:
                 print(f"the worker process is gone; stopping at step {state.global_step}/{state.max_steps}",
                       flush=True)
-                control.should_training_stop = True
-                control.should_save = True
+            control.should_training_stop = True
+            control.should_save = True
 
     return DatabaseMetrics()
 
@@ -151,7 +199,7 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
 
 
 def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: TrainConfig, train, val,
-                  output_dir: str, extra_callbacks=()):
+                  output_dir: str, extra_callbacks=(), owner: int | None = None):
     """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly)."""
     import torch
     from transformers import AutoTokenizer
@@ -180,7 +228,8 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
                use_cpu=not cuda, bf16=bf16, disable_tqdm=True),
     }
     notes = []
-    callbacks = list(extra_callbacks) + ([_metrics_callback(engine, run_id)] if engine is not None else [])
+    callbacks = list(extra_callbacks) + ([_metrics_callback(engine, run_id, owner or os.getppid())]
+                                         if engine is not None else [])
     if cfg.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -215,8 +264,10 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
     return trainer, tok, notes
 
 
-def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
-    worker = os.getppid()
+def run_training(engine: Engine, run_id: int, *, resume: bool = False, owner: int | None = None) -> dict:
+    """Train one run. `owner` is the worker's PID (under `accelerate launch` the parent is the launcher); every
+    process of a distributed run calls this, and only the main one writes the adapter and the run's row."""
+    owner = owner or os.getppid()
     with Session(engine) as s:
         run = s.get(TrainingRun, run_id)
         if run is None:
@@ -244,9 +295,11 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
     print(f"{cfg.method} on export '{snapshot.name}' ({train.num_rows} train rows, "
           f"{val.num_rows if val is not None else 0} validation) from {base}", flush=True)
     trainer, tok, notes = build_trainer(engine, run_id, base=base, cfg=cfg, train=train, val=val,
-                                        output_dir=str(ckpt_dir))
+                                        output_dir=str(ckpt_dir), owner=owner)
     result = trainer.train(resume_from_checkpoint=last)
-    if os.getppid() != worker:  # stopped early, or finished with nobody to record it: not a final adapter
+    watcher = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "owner_gone"))
+    if watcher.owner_gone or _agreed(watcher.gone(), trainer.args):
+        # Stopped early, or finished with nobody to record it: not a final adapter.
         raise WorkerGone(f"the worker is gone; stopped at step {trainer.state.global_step}/"
                          f"{trainer.state.max_steps} with a checkpoint and no adapter; resume the run to finish it")
     metrics = dict(result.metrics)
@@ -255,9 +308,16 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> dict:
         metrics.update(trainer.evaluate())
     elif evaluated:
         metrics["eval_loss"] = evaluated[-1]["eval_loss"]
+    metrics["world_size"] = trainer.args.world_size
     adapter, tmp = out / "adapter", out / "adapter.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every process takes part (FSDP and ZeRO gather the weights); the main one writes
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return metrics
     tok.save_pretrained(str(tmp))
     _write_card(tmp, snapshot, base_name, cfg, metrics, notes)
     shutil.rmtree(adapter, ignore_errors=True)

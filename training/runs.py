@@ -29,10 +29,12 @@ def runs_root() -> Path:
 def create_run(engine: Engine, *, base_model: str, method: str, export_name: str, preset: str | None = None,
                overrides: dict[str, Any] | None = None, export_spec: dict | None = None, name: str = "",
                created_by: Optional[int] = None, output_root: str | Path | None = None,
-               project_id: int = 1) -> tuple[TrainingRun, Job]:
+               project_id: int = 1, worker_label: str | None = None) -> tuple[TrainingRun, Job]:
     """Record a run and queue its job. With export_spec the job first builds that export (one-click flow);
-    otherwise the export must already be ready. `created_by` None is the local operator (the CLI)."""
+    otherwise the export must already be ready. `created_by` None is the local operator (the CLI). With
+    `worker_label` only a worker carrying that label (e.g. "gpu") takes the job."""
     check(engine, created_by, "train")
+    worker_label = jobrows.worker_label(worker_label)
     preset, cfg = build_config(method, base_model, preset, overrides)
     with Session(engine) as s:
         snap = s.execute(select(ExportSnapshot).where(ExportSnapshot.project_id == project_id,
@@ -56,7 +58,7 @@ def create_run(engine: Engine, *, base_model: str, method: str, export_name: str
     params: dict[str, Any] = {"run_id": run.id}
     if export_spec is not None:
         params["export"] = export_spec
-    job = jobrows.enqueue(engine, "train", params, created_by=created_by)
+    job = jobrows.enqueue(engine, "train", params, created_by=created_by, requires_label=worker_label)
     with engine.begin() as c:
         c.execute(update(TrainingRun).where(TrainingRun.id == run.id).values(job_id=job.id))
     run.job_id = job.id
@@ -79,7 +81,9 @@ def resume_run(engine: Engine, run_id: int, *, overrides: dict[str, Any] | None 
         cfg = TrainConfig.from_dict(run.config).with_overrides(overrides)
         cfg.validate()
         config = cfg.to_dict()
-    job = jobrows.enqueue(engine, "train", {"run_id": run_id, "resume": True}, created_by=created_by)
+    before = jobrows.get_job(engine, run.job_id) if run.job_id else None  # resume where it was meant to run
+    job = jobrows.enqueue(engine, "train", {"run_id": run_id, "resume": True}, created_by=created_by,
+                          requires_label=before.requires_label if before else None)
     with engine.begin() as c:
         c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
             status="queued", job_id=job.id, config=config, error=None, finished_at=None))
@@ -143,7 +147,8 @@ def run_checkpoints(engine: Engine, run_id: int) -> list[TrainingCheckpoint]:
 
 
 def cli_command(*, export_name: str, base_model: str, method: str, preset: str | None,
-                flt: ExportFilter | None = None, overrides: dict[str, Any] | None = None) -> str:
+                flt: ExportFilter | None = None, overrides: dict[str, Any] | None = None,
+                worker_label: str | None = None) -> str:
     """The CLI equivalent of the page's one click (shown on the page, LLaMA-Factory's 'preview command')."""
     import shlex
 
@@ -155,6 +160,8 @@ def cli_command(*, export_name: str, base_model: str, method: str, preset: str |
         train += ["--preset", preset]
     for k, v in (overrides or {}).items():
         train += ["--set", f"{k}={v}"]
+    if worker_label:
+        train += ["--worker-label", worker_label]
     return shlex.join(parts) + " && " + shlex.join(train + ["--wait"])
 
 
@@ -169,7 +176,7 @@ def is_active(run: TrainingRun) -> bool:
 
 def export_and_train(engine: Engine, *, user_id: Optional[int], export_name: str, kind: str, filter: dict,
                      base_model: str, preset: str | None = None, overrides: dict | None = None,
-                     options: dict | None = None) -> tuple[TrainingRun, Job]:
+                     options: dict | None = None, worker_label: str | None = None) -> tuple[TrainingRun, Job]:
     """The page's one click: one queued job builds the snapshot, then trains on it."""
     check(engine, user_id, "train")
     if not NAME_PATTERN.match(export_name or ""):
@@ -179,5 +186,5 @@ def export_and_train(engine: Engine, *, user_id: Optional[int], export_name: str
     opts = ExportOptions.from_dict(options)
     opts.validate()
     return create_run(engine, base_model=base_model, method=kind, export_name=export_name, preset=preset,
-                      overrides=overrides, created_by=user_id,
+                      overrides=overrides, created_by=user_id, worker_label=worker_label,
                       export_spec={"filter": flt.to_dict(), "options": opts.to_dict()})

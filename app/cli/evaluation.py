@@ -35,6 +35,8 @@ def eval_command(
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="LLM judge model (implies --judge llm)"),
     judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="its OpenAI-compatible server"),
     name: str = typer.Option("", "--name"),
+    worker_label: Optional[str] = typer.Option(None, "--worker-label", help="only a worker started with this "
+                                               "--label (e.g. gpu) takes the job"),
     wait: bool = typer.Option(False, "--wait", help="run the queued job here and now and print the metrics"),
 ) -> None:
     """Evaluate a model (optionally with a LoRA adapter) on a safety suite."""
@@ -64,7 +66,10 @@ def eval_command(
                   + f"; judged by {judge_line(er.judges)}", highlight=False)
     for set_name, n in er.selection.get("train_overlap", {}).items():
         cli.err.print(f"note: {n} prompts of '{set_name}' are in the train split (set used for both)")
-    job = enqueue_eval(eng, None, er.id)
+    try:
+        job = enqueue_eval(eng, None, er.id, worker_label=worker_label)
+    except UserError as e:
+        cli.fail(str(e))
     if not wait:
         cli.out.print(f"queued job {job.id} (run `rational worker` to process it)")
         return

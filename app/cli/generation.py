@@ -88,6 +88,8 @@ def generate(
                                           "is a separate teacher"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: e.g. http://host:8000/v1"),
     resume: Optional[int] = typer.Option(None, "--resume", help="resume generation run ID (skips stored samples)"),
+    worker_label: Optional[str] = typer.Option(None, "--worker-label", help="only a worker started with this "
+                                               "--label (e.g. gpu) takes the job"),
     wait: bool = typer.Option(False, "--wait", help="run here and wait, instead of queueing for the worker"),
 ) -> None:
     """Generate self-check reasoning traces for a prompt set."""
@@ -141,7 +143,10 @@ def generate(
     works, done, total = pending_work(eng, run)
     if total == 0:
         cli.fail(f"no prompts match (set {set_name!r}, split {split!r}); see 'rational prompts list'")
-    job = enqueue_generation(eng, None, run.id)
+    try:
+        job = enqueue_generation(eng, None, run.id, worker_label=worker_label)
+    except ValueError as e:
+        cli.fail(str(e))
     cli.out.print(f"generation run {run.id}: {total - done} of {total} samples to generate; job {job.id}")
     if wait:
         job = cli.wait_for_job(eng, job.id, f"run {run.id}")

@@ -74,20 +74,37 @@ def users_password(name: str,
 def jobs_list(limit: int = typer.Option(20, "--limit")) -> None:
     from db.crud import list_jobs
 
-    t = Table("id", "kind", "status", "progress", "message", "error")
+    t = Table("id", "kind", "status", "progress", "worker", "label", "message", "error")
     for j in list_jobs(engine(), limit=limit):
         prog = f"{j.progress_done}/{j.progress_total}" if j.progress_total else str(j.progress_done)
-        t.add_row(str(j.id), j.kind, j.status, prog, j.message, (j.error or "")[:80])
+        t.add_row(str(j.id), j.kind, j.status, prog, j.worker_id or "", j.requires_label or "", j.message,
+                  (j.error or "")[:80])
     out.print(t)
 
 
 def worker(once: bool = typer.Option(False, "--once", help="run queued jobs, then exit"),
+           kinds: str = typer.Option("", "--kinds", help="comma-separated job kinds to run (default: all), "
+                                     "e.g. train,eval"),
+           label: list[str] = typer.Option([], "--label", help="a label this worker carries (repeatable), e.g. "
+                                           "gpu: jobs that require it run only on such workers"),
+           heartbeat: float = typer.Option(5.0, "--heartbeat", help="seconds between a running job's heartbeats"),
            stale_after: float = typer.Option(60.0, "--stale-after", help="seconds without heartbeat before a "
                                              "job counts as abandoned")) -> None:
-    """Run the background job worker."""
+    """Run the background job worker. Start several (here or on other machines sharing the database): each job
+    runs once, on a worker that runs its kind and carries the label it requires."""
     from app.worker import Worker
+    from core.errors import UserError
 
-    w = Worker(engine(), stale_after_s=stale_after)
+    if stale_after <= 2 * heartbeat:
+        fail(f"--stale-after ({stale_after:g} s) must exceed twice --heartbeat ({heartbeat:g} s), or live jobs "
+             "would be reaped")
+    labels = [x for item in label for x in item.split(",")]
+    try:
+        w = Worker(engine(), heartbeat_s=heartbeat, stale_after_s=stale_after,
+                   kinds=kinds.split(",") if kinds else None, labels=labels)
+    except UserError as e:
+        fail(str(e))
+    out.print(f"worker {w.worker_id}: kinds {', '.join(w.kinds)}", markup=False, highlight=False)
     n = w.run(once=once)
     out.print(f"ran {n} job(s)")
 

@@ -72,9 +72,17 @@ def train_cmd(
     method: str = typer.Option("sft", "--method", help="sft | dpo"),
     preset: Optional[str] = typer.Option(None, "--preset", help="test | xs | s | m | l (default: from the size)"),
     set_: List[str] = typer.Option([], "--set", help="config override key=value, e.g. max_steps=50"),
+    processes: Optional[int] = typer.Option(None, "--processes", help="processes (devices) to train on; more "
+                                            "than 1 runs through accelerate launch (DDP)"),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config",
+                                                     help="an accelerate config file (FSDP, DeepSpeed ZeRO) on the "
+                                                     "worker's machine"),
+    worker_label: Optional[str] = typer.Option(None, "--worker-label", help="only a worker started with this "
+                                               "--label (e.g. gpu) takes the run"),
     wait: bool = typer.Option(False, "--wait", help="follow the run with a progress bar and the loss"),
 ) -> None:
     """Queue a LoRA SFT or DPO run of a base model on an export snapshot."""
+    from core.errors import UserError
     from training.config import ConfigError
     from training.runs import RunError, create_run
 
@@ -84,11 +92,15 @@ def train_cmd(
             fail(f"--set '{item}' must look like key=value")
         k, v = item.split("=", 1)
         overrides[k.strip()] = v.strip()
+    if processes is not None:
+        overrides["num_processes"] = processes
+    if accelerate_config is not None:
+        overrides["accelerate_config"] = str(accelerate_config.expanduser().resolve())
     eng = engine()
     try:
         run, job = create_run(eng, base_model=base_model, method=method, export_name=export, preset=preset,
-                              overrides=overrides)
-    except (RunError, ConfigError) as e:
+                              overrides=overrides, worker_label=worker_label)
+    except (RunError, ConfigError, UserError) as e:
         fail(str(e))
     out.print(f"training run {run.id} ({run.method}, preset {run.preset}) queued as job {job.id}; "
               f"output {run.output_dir}")

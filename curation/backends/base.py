@@ -11,9 +11,12 @@ can store and count samples one by one, and a multi-step strategy can send a sam
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Hashable, Optional, Protocol
+
+_UNSTORABLE = re.compile("[\ud800-\udfff]")
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,6 +82,11 @@ class Completion:
     text: str
     completion_tokens: int
     finish_reason: str  # stop | length
+
+    def __post_init__(self):
+        # A model can emit NUL or a lone surrogate (random weights, a server's JSON escapes): PostgreSQL stores
+        # neither, so one such sample would fail a whole run there.
+        self.text = _UNSTORABLE.sub("\ufffd", self.text.replace("\x00", ""))
 
 
 @dataclass

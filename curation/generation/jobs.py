@@ -21,10 +21,12 @@ def run_generate(ctx: JobContext, *, run_id: int, **_ignored) -> dict:
     return run_generation(ctx.engine, run_id, progress=_progress(ctx), log=ctx.log)
 
 
-def enqueue_generation(engine: Engine, user: User | int | None, run_id: int) -> Job:
-    """Queue a run's generation and link the job to the run."""
+def enqueue_generation(engine: Engine, user: User | int | None, run_id: int, *,
+                       worker_label: str | None = None) -> Job:
+    """Queue a run's generation and link the job to the run; with `worker_label`, for workers with that label."""
     me = check(engine, user, "generate")
-    job = jobrows.enqueue(engine, "generate", {"run_id": run_id}, created_by=me.id if me else None)
+    job = jobrows.enqueue(engine, "generate", {"run_id": run_id}, created_by=me.id if me else None,
+                          requires_label=worker_label)
     with Session(engine) as s:
         run = s.get(GenerationRun, run_id)
         run.job_id = job.id

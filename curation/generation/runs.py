@@ -26,7 +26,7 @@ from curation.generation.yields import run_yield
 from curation.judges import gates
 from curation.judges.labels import Labeller
 from curation.templates import get_template
-from db.engine import write_engine
+from db.engine import refresh_statistics, write_engine
 from db.jobs import JobCancelled
 from db.models import AutoLabel, GenerationRun, Trace, utcnow
 
@@ -214,6 +214,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
         _set(engine, run.id, status="cancelled" if isinstance(e, JobCancelled) else "failed")
         raise
     _set(engine, run.id, status="succeeded", finished_at=utcnow())
+    refresh_statistics(engine, ("trace", "auto_label"), new)
     summary = get_run(engine, run.id).summary
     log(f"run {run.id}: generated {new}; " + "; ".join(
         f"{b}: {y['usable']}/{y['samples']} usable ({y['parsed']} parsed, {y['matches']} match)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, select, text, update
+from sqlalchemy import and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -12,7 +12,7 @@ from core.errors import ConflictError
 from core.vocabulary import OPEN_STATUSES, Role
 from curation.auth import require
 from curation.review.audit import record
-from db.engine import write_engine
+from db.engine import refresh_statistics, write_engine
 from db.filters import TraceFilter, flagged_expr
 from db.models import Annotation, Claim, Prompt, Queue, QueueItem, QueueMember, Trace, User, utcnow
 
@@ -31,13 +31,6 @@ def _materialise(s: Session, queue: Queue) -> int:
                     .join(Prompt, Prompt.id == Trace.prompt_id).where(~already))
     res = s.execute(insert(QueueItem).from_select(["queue_id", "trace_id", "priority", "is_open", "added_at"], sel))
     return res.rowcount or 0
-
-
-def _analyze_if_big(s: Session, added: int) -> None:
-    """After a big materialisation, refresh PostgreSQL's statistics so claiming plans from real numbers."""
-    if added >= 1000 and s.get_bind().dialect.name == "postgresql":
-        s.execute(text("ANALYZE queue_item"))
-        s.execute(text("ANALYZE trace"))
 
 
 def create_queue(engine: Engine, user: User | int, name: str, flt: dict[str, Any] | TraceFilter, *,
@@ -60,7 +53,7 @@ def create_queue(engine: Engine, user: User | int, name: str, flt: dict[str, Any
         s.add(q)
         s.flush()
         added = _materialise(s, q)
-        _analyze_if_big(s, added)
+        refresh_statistics(s, ("queue_item", "trace"), added)  # claiming plans from real numbers
         _set_members(s, q, list(members))
         record(s, admin.id, "queue", q.id, "create", None, {**_queue_dict(q), "items_added": added,
                                                               "members": sorted(members)})
@@ -115,7 +108,7 @@ def refresh_queue(engine: Engine, user: User | int, queue_id: int) -> int:
         if q is None:
             raise ValueError(f"queue {queue_id} does not exist")
         added = _materialise(s, q)
-        _analyze_if_big(s, added)
+        refresh_statistics(s, ("queue_item", "trace"), added)  # claiming plans from real numbers
         prio = (select(case((flagged_expr(), 0), else_=1)).select_from(Trace)
                 .join(Prompt, Prompt.id == Trace.prompt_id).where(Trace.id == QueueItem.trace_id)
                 .scalar_subquery())

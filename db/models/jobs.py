@@ -29,6 +29,8 @@ class Job(SQLModel, table=True):
     resumable: bool = False
     attempts: int = 0
     cancel_requested: bool = False
+    # Only a worker started with this label claims the job (e.g. "gpu"); None: any worker that runs the kind.
+    requires_label: Optional[str] = Field(default=None, max_length=40)
     worker_id: Optional[str] = Field(default=None, max_length=200)
     heartbeat_at: Optional[datetime] = None
     created_by: Optional[int] = Field(default=None, foreign_key="app_user.id")

@@ -41,6 +41,13 @@ with c2:
                           help="auto picks from the model size in its name (135M → xs, 8B → m).")
     max_steps = st.number_input("Max steps (0 = by epochs)", min_value=0, value=0, step=10, key="et_steps")
     name = st.text_input("Export name", f"{method}-{datetime.now():%Y%m%d-%H%M%S}", key="et_name")
+    with st.expander("Devices and workers"):
+        processes = st.number_input("Processes (one per GPU; more than 1 runs accelerate launch, DDP)",
+                                    min_value=1, max_value=256, value=1, key="et_procs")
+        accel = st.text_input("Accelerate config file (FSDP, DeepSpeed ZeRO; a path on the worker's machine)",
+                              "", key="et_accel", placeholder="/etc/rational/fsdp.yaml")
+        label = st.text_input("Worker label (only a worker started with --label LABEL takes the run)", "",
+                              key="et_label", placeholder="gpu")
 
 try:
     flt = ExportFilter(set_names=chosen_sets, splits=splits, behaviors=behaviors,
@@ -71,9 +78,14 @@ else:
         m3.metric("Skipped (empty answer)", n.get("skipped_empty", 0))
 
 preset_arg = None if preset == "auto" else preset
-overrides = {"max_steps": int(max_steps)} if max_steps else None
+overrides = {"max_steps": int(max_steps)} if max_steps else {}
+if processes > 1:
+    overrides["num_processes"] = int(processes)
+if accel.strip():
+    overrides["accelerate_config"] = accel.strip()
+overrides = overrides or None
 command = cli_command(export_name=name, base_model=base_model, method=method, preset=preset_arg, flt=flt,
-                      overrides=overrides)
+                      overrides=overrides, worker_label=label.strip() or None)
 st.markdown("**The same as a command**")
 st.code(command, language="bash")
 
@@ -81,7 +93,7 @@ if st.button("Export & train", type="primary", disabled=bool(filter_error), key=
     try:
         run, job = export_and_train(eng, user_id=user.id, export_name=name, kind=method,
                                     filter=flt.to_dict(), base_model=base_model, preset=preset_arg,
-                                    overrides=overrides)
+                                    overrides=overrides, worker_label=label.strip() or None)
     except (RunError, ExportError, ValueError) as e:
         st.error(str(e))
     except Exception as e:  # PermissionDenied and friends: one line, not a traceback

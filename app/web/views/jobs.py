@@ -1,4 +1,5 @@
-"""Jobs: recent background jobs with status, progress and errors; queued or running ones can be cancelled."""
+"""Jobs: recent background jobs with status, progress, duration, the worker that holds each and its last heartbeat;
+queued or running ones can be cancelled."""
 from __future__ import annotations
 
 import pandas as pd
@@ -10,21 +11,40 @@ from app.web.state import engine
 from curation.job_cancel import cancel_job
 from db.crud import list_jobs
 from db.jobs import get_job
+from db.models import utcnow
 
 LIMIT = 50
 
 user = page_user(__file__)
 eng = engine()
 st.title("Jobs")
-st.caption("Jobs run in the worker process (`rational worker`); this page only reads and cancels them.")
+st.caption("Jobs run in worker processes (`rational worker`, one or more, here or on other machines); this page "
+           "only reads and cancels them.")
+
+
+COLUMNS = ["id", "kind", "status", "progress", "done", "duration", "worker", "heartbeat", "needs label", "message",
+           "error", "created", "finished"]
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def job_table(jobs) -> pd.DataFrame:
+    now = utcnow()
     return pd.DataFrame([{
         "id": j.id, "kind": j.kind, "status": j.status, "progress": progress_fraction(j),
         "done": f"{j.progress_done:,}/{j.progress_total:,}" if j.progress_total else f"{j.progress_done:,}",
+        "duration": _seconds(((j.finished_at or now) - j.started_at).total_seconds() if j.started_at else None),
+        "worker": j.worker_id or "",
+        "heartbeat": f"{_seconds((now - j.heartbeat_at).total_seconds())} ago"
+        if j.heartbeat_at and j.status in ACTIVE else "",
+        "needs label": j.requires_label or "",
         "message": j.message, "error": (j.error or "")[:300], "created": j.created_at, "finished": j.finished_at,
-    } for j in jobs], columns=["id", "kind", "status", "progress", "done", "message", "error", "created", "finished"])
+    } for j in jobs], columns=COLUMNS)
 
 
 def jobs_list() -> None:
