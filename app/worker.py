@@ -53,7 +53,7 @@ class Worker:
         self.kinds = job_kinds(kinds)
         self.labels = sorted({lab for lab in (jobrows.worker_label(x) for x in labels or []) if lab})
         tag = f"[{','.join(self.labels)}]" if self.labels else ""
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}{tag}"
+        self.worker_id = (worker_id or f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}{tag}")[:200]
 
     def reap(self) -> None:
         from curation.export.snapshot import reap_exports

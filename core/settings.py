@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         None, description="Argilla workspace", json_schema_extra={"default_text": "`rational`"})
     argilla_hf_token: Optional[str] = Field(
         None, description="Hugging Face token for an Argilla server in a private Space")
+    local_rank: int = Field(
+        0, description="this training process's device index; set by `accelerate launch`, never by hand")
 
     def home(self) -> Path:
         """The data directory, owner-only: it holds password hashes, API keys and the data. Created 0700; one

@@ -1,6 +1,7 @@
 """One engine factory. `DATABASE_URL` picks the database; the default is a SQLite file under RATIONAL_HOME."""
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -88,20 +89,21 @@ def write_engine(engine: Engine) -> Engine:
 BIG_WRITE = 1000  # rows written in one go after which the planner's statistics are refreshed
 
 
-def refresh_statistics(bind, tables: tuple[str, ...], rows: int) -> None:
-    """After a bulk write, refresh the query planner's statistics for these tables. SQLite keeps none until ANALYZE
-    runs, and without them it joins prompts and traces in the slow order (a Browse page at 100k traces: 30 ms
-    with statistics, 300-700 ms without); PostgreSQL's autovacuum catches up only later. `bind` is an engine
-    (its own short transaction) or an open connection or session (inside the caller's)."""
+def refresh_statistics(engine: Engine, tables: tuple[str, ...], rows: int) -> None:
+    """After a bulk write has committed, refresh the query planner's statistics for these tables. SQLite keeps none
+    until ANALYZE runs, and without them it joins prompts and traces in the slow order (a Browse page at 100k
+    traces: 30 ms with statistics, 300-700 ms without); PostgreSQL's autovacuum catches up only later. Best effort:
+    the write it follows has succeeded whatever happens here."""
     if rows < BIG_WRITE:
         return
-    if isinstance(bind, Engine):
-        with write_engine(bind).begin() as conn:
-            return refresh_statistics(conn, tables, rows)
-    # SQLite reads the whole table (about 1 s per million rows); its sampled mode (analysis_limit) caps the
-    # counts it records and brings the slow join order back.
-    for table in tables:
-        bind.execute(text(f"ANALYZE {table}"))
+    try:
+        # SQLite reads the whole table (about 1 s per million rows) in its own short transaction; its sampled
+        # mode (analysis_limit) caps the counts it records and brings the slow join order back.
+        with write_engine(engine).begin() as conn:
+            for table in tables:
+                conn.execute(text(f"ANALYZE {table}"))
+    except Exception as e:
+        logging.getLogger("rational.db").warning("statistics refresh of %s skipped: %s", ", ".join(tables), e)
 
 
 @lru_cache(maxsize=8)

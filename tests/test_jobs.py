@@ -408,3 +408,19 @@ def test_the_jobs_page_shows_the_worker_its_heartbeat_and_the_duration(app_db):
     assert table.loc[running.id, "heartbeat"] in ("0:12 ago", "0:13 ago")
     assert table.loc[running.id, "duration"] in ("1:15", "1:16")
     assert table.loc[running.id - 1, "needs label"] == "gpu" and table.loc[running.id - 1, "worker"] == ""
+
+
+def test_cli_wait_follows_a_labelled_job_instead_of_running_it_here(sqlite_engine):
+    """`--wait` on a job meant for a GPU worker must not run it on the machine that queued it."""
+    from app.cli.common import wait_for_job
+
+    job = enqueue(sqlite_engine, "import_builtin", {"name": "xstest"}, requires_label="gpu")
+    box = {}
+    t = threading.Thread(target=lambda: box.update(job=wait_for_job(sqlite_engine, job.id, "xstest")), daemon=True)
+    t.start()
+    time.sleep(2.5)
+    assert get_job(sqlite_engine, job.id).status == "queued" and t.is_alive()
+    assert Worker(sqlite_engine).run_one() is False  # a worker without the label leaves it too
+    assert Worker(sqlite_engine, labels=["gpu"]).run_one()
+    t.join(timeout=30)
+    assert box["job"].status == "succeeded" and box["job"].worker_id.endswith("[gpu]")

@@ -70,3 +70,67 @@ def test_two_cpu_processes_train_cancel_and_resume_through_the_worker(sqlite_eng
     assert log.count("adapter saved to") == 1  # the main process alone publishes it
     adapter = Path(r.adapter_path)
     assert (adapter / "adapter_model.safetensors").exists() and not (adapter.parent / "adapter.partial").exists()
+
+
+def test_when_the_worker_dies_both_processes_stop_together_at_a_checkpoint(sqlite_url, sqlite_engine,
+                                                                            tiny_model_dir, tmp_path):
+    """The launcher is started as the worker would start it, with a stand-in process as the worker's PID; killing
+    that process makes every rank agree to stop (one collective decision), save a checkpoint and publish nothing."""
+    import os
+    import signal
+    import subprocess
+
+    from training.config import TrainConfig
+    from training.launch import train_command
+
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name=snap.name,
+                               preset="test", overrides={"num_processes": 2, "max_steps": 5000, "save_steps": 3,
+                                                         "logging_steps": 1, "save_total_limit": 2},
+                               output_root=tmp_path / "runs")
+    runs.cancel_run(sqlite_engine, run.id)  # no worker will take the job: this test is the worker
+    owner = subprocess.Popen(["sleep", "600"])
+    log = tmp_path / "train.log"
+    cmd = train_command(TrainConfig.from_dict(runs.get_run(sqlite_engine, run.id).config), run.id, resume=False)
+    with open(log, "wb") as fh:
+        launcher = subprocess.Popen(cmd + ["--owner-pid", str(owner.pid)], stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "DATABASE_URL": sqlite_url}, start_new_session=True,
+                                    cwd=Path(__file__).resolve().parents[1])
+    try:
+        _wait(lambda: runs.run_checkpoints(sqlite_engine, run.id), timeout=300, what="a checkpoint")
+        ranks = _ranks(launcher.pid)
+        assert len(ranks) == 2
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        launcher.wait(timeout=120)
+    finally:
+        for p in (owner, launcher):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL) if p is launcher else p.kill()
+    _wait(lambda: not _running(ranks), timeout=30, what="both ranks to end")
+    text = log.read_text()
+    assert text.count("the worker process is gone; stopping at step") == 1, text[-3000:]
+    assert "no adapter" in text
+    r = runs.get_run(sqlite_engine, run.id)
+    assert r.adapter_path is None and not (Path(r.output_dir) / "adapter").exists() and r.global_step < 5000
+    assert max(c.step for c in runs.run_checkpoints(sqlite_engine, run.id)) == r.global_step  # saved on stop
+
+
+def test_the_launch_command_and_the_accelerate_config_name(tmp_path):
+    from core.settings import get_settings
+    from training.config import ConfigError, TrainConfig
+    from training.launch import accelerate_configs, train_command
+
+    assert "accelerate.commands.launch" not in " ".join(train_command(TrainConfig(), 1, resume=False))
+    ddp = train_command(TrainConfig(num_processes=4), 1, resume=True)
+    assert ddp[ddp.index("--num_processes") + 1] == "4" and "--multi_gpu" in ddp and ddp[-1] == "--resume"
+    for bad in ("../etc/passwd.yaml", "/etc/fsdp.yaml", "fsdp.sh", ".hidden.yaml"):
+        with pytest.raises(ConfigError, match="accelerate_config"):
+            TrainConfig(accelerate_config=bad).validate()
+    with pytest.raises(ConfigError, match="is not in"):
+        train_command(TrainConfig(accelerate_config="fsdp.yaml"), 1, resume=False)
+    accelerate_configs().mkdir(parents=True)
+    (accelerate_configs() / "fsdp.yaml").write_text("distributed_type: FSDP\nnum_processes: 8\n")
+    fsdp = train_command(TrainConfig(accelerate_config="fsdp.yaml"), 1, resume=False)
+    assert "--num_processes" not in fsdp  # the file's own count stands
+    assert fsdp[fsdp.index("--config_file") + 1] == str(get_settings().home() / "accelerate" / "fsdp.yaml")

@@ -35,7 +35,7 @@ class TrainConfig:
     bf16: str = "auto"  # auto: on CUDA with bf16 support
     merge: bool = False  # also write a merged fp32 model
     num_processes: int = 1  # > 1: `accelerate launch` with one process per device (DDP; CPU processes use gloo)
-    accelerate_config: str = ""  # an accelerate config file (FSDP, DeepSpeed ZeRO, ...) on the worker's machine
+    accelerate_config: str = ""  # a file name in $RATIONAL_HOME/accelerate (FSDP, DeepSpeed ZeRO, ...) on the worker
     trl: dict[str, Any] = field(default_factory=dict)  # SFTConfig / DPOConfig fields, passed through
 
     def validate(self) -> None:
@@ -46,9 +46,10 @@ class TrainConfig:
                 raise ConfigError(f"config field '{name}': {getattr(self, name)} must be at least 1")
         if not 1 <= int(self.num_processes) <= 256:
             raise ConfigError(f"config field 'num_processes': {self.num_processes} must be between 1 and 256")
-        if self.accelerate_config and not str(self.accelerate_config).endswith((".yaml", ".yml", ".json")):
-            raise ConfigError(f"config field 'accelerate_config': '{self.accelerate_config}' is not a .yaml, .yml "
-                              "or .json accelerate config file")
+        name = str(self.accelerate_config)
+        if name and (not re.fullmatch(r"[\w.-]+\.(yaml|yml|json)", name) or name.startswith(".")):
+            raise ConfigError(f"config field 'accelerate_config': '{name[:100]}' must be the name of a .yaml, .yml "
+                              "or .json file in $RATIONAL_HOME/accelerate (no folders)")
         for name in AUTO_FLAGS:
             if str(getattr(self, name)) not in ("auto", "true", "false", "True", "False"):
                 raise ConfigError(f"config field '{name}': '{getattr(self, name)}' must be auto, true or false")

@@ -19,6 +19,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.settings import get_settings
 from curation.backends.catalog import resolve_model
 from db.models import ExportSnapshot, TrainingCheckpoint, TrainingMetric, TrainingRun
 from training.config import TrainConfig
@@ -37,20 +38,19 @@ def _flag(value: str, auto: bool) -> bool:
 
 
 def owner_alive(pid: int) -> bool:
-    """Whether the worker that started this run still lives (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
+    """Whether the worker that started this run still lives (on Linux a zombie counts as gone)."""
+    if Path("/proc/self/stat").exists():
         try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+        except OSError:
             return False
-        except PermissionError:
-            return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    try:  # no /proc (macOS): ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _agreed(flag: bool, args) -> bool:
@@ -180,6 +180,8 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=kwargs["dtype"])
+            # The Trainer does not move a quantized model: each process of a distributed run loads onto its GPU.
+            kwargs["device_map"] = {"": get_settings().local_rank}
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(base)
@@ -200,7 +202,8 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
 
 def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: TrainConfig, train, val,
                   output_dir: str, extra_callbacks=(), owner: int | None = None):
-    """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly)."""
+    """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly).
+    `owner`: the worker's PID, whose end stops training at a checkpoint (the parent when None)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -267,7 +270,6 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
 def run_training(engine: Engine, run_id: int, *, resume: bool = False, owner: int | None = None) -> dict:
     """Train one run. `owner` is the worker's PID (under `accelerate launch` the parent is the launcher); every
     process of a distributed run calls this, and only the main one writes the adapter and the run's row."""
-    owner = owner or os.getppid()
     with Session(engine) as s:
         run = s.get(TrainingRun, run_id)
         if run is None:

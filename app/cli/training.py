@@ -74,9 +74,9 @@ def train_cmd(
     set_: List[str] = typer.Option([], "--set", help="config override key=value, e.g. max_steps=50"),
     processes: Optional[int] = typer.Option(None, "--processes", help="processes (devices) to train on; more "
                                             "than 1 runs through accelerate launch (DDP)"),
-    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config",
-                                                     help="an accelerate config file (FSDP, DeepSpeed ZeRO) on the "
-                                                     "worker's machine"),
+    accelerate_config: Optional[str] = typer.Option(None, "--accelerate-config",
+                                                    help="the name of an accelerate config file (FSDP, DeepSpeed "
+                                                    "ZeRO) in $RATIONAL_HOME/accelerate on the worker"),
     worker_label: Optional[str] = typer.Option(None, "--worker-label", help="only a worker started with this "
                                                "--label (e.g. gpu) takes the run"),
     wait: bool = typer.Option(False, "--wait", help="follow the run with a progress bar and the loss"),
@@ -95,7 +95,7 @@ def train_cmd(
     if processes is not None:
         overrides["num_processes"] = processes
     if accelerate_config is not None:
-        overrides["accelerate_config"] = str(accelerate_config.expanduser().resolve())
+        overrides["accelerate_config"] = accelerate_config
     eng = engine()
     try:
         run, job = create_run(eng, base_model=base_model, method=method, export_name=export, preset=preset,

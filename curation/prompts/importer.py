@@ -434,16 +434,14 @@ class PromptImporter:
             report.import_id = imp.id
 
 
-_COPY_COLUMNS = ("project_id", "set_id", "import_id", "text", "sha256", "source_id", "category", "expected_behavior",
-                 "split", "mutation", "meta", "created_at")
-
-
 def _copy_prompts(conn, rows: list[dict]) -> None:
-    """PostgreSQL's COPY through psycopg, inside the caller's transaction: about 1.5x the rows/s of executemany."""
+    """PostgreSQL's COPY through psycopg, inside the caller's transaction: about 1.4x the rows/s of executemany.
+    The columns are the rows' own keys (the same dicts the SQLite path inserts)."""
+    columns = list(rows[0])
     raw = conn.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY prompt ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
+    with raw.cursor() as cur, cur.copy(f"COPY prompt ({', '.join(columns)}) FROM STDIN") as copy:
         for r in rows:
-            copy.write_row([json.dumps(r[c]) if c == "meta" else r[c] for c in _COPY_COLUMNS])
+            copy.write_row([json.dumps(r[c]) if c == "meta" else r[c] for c in columns])
 
 
 class _NothingNew(Exception):

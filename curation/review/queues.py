@@ -53,12 +53,12 @@ def create_queue(engine: Engine, user: User | int, name: str, flt: dict[str, Any
         s.add(q)
         s.flush()
         added = _materialise(s, q)
-        refresh_statistics(s, ("queue_item", "trace"), added)  # claiming plans from real numbers
         _set_members(s, q, list(members))
         record(s, admin.id, "queue", q.id, "create", None, {**_queue_dict(q), "items_added": added,
                                                               "members": sorted(members)})
         s.commit()
-        return q
+    refresh_statistics(engine, ("queue_item", "trace"), added)  # claiming plans from real numbers
+    return q
 
 
 def _set_members(s: Session, q: Queue, user_ids: list[int]) -> None:
@@ -108,7 +108,6 @@ def refresh_queue(engine: Engine, user: User | int, queue_id: int) -> int:
         if q is None:
             raise ValueError(f"queue {queue_id} does not exist")
         added = _materialise(s, q)
-        refresh_statistics(s, ("queue_item", "trace"), added)  # claiming plans from real numbers
         prio = (select(case((flagged_expr(), 0), else_=1)).select_from(Trace)
                 .join(Prompt, Prompt.id == Trace.prompt_id).where(Trace.id == QueueItem.trace_id)
                 .scalar_subquery())
@@ -116,7 +115,8 @@ def refresh_queue(engine: Engine, user: User | int, queue_id: int) -> int:
                   .values(priority=prio))
         record(s, admin.id, "queue", q.id, "refresh", None, {"items_added": added})
         s.commit()
-        return added
+    refresh_statistics(engine, ("queue_item", "trace"), added)
+    return added
 
 
 def _member_ids(s: Session, queue_id: int) -> list[int]:

@@ -90,13 +90,14 @@ def adjudication_items(engine: Engine, user: User | int, *, limit: int = 20) -> 
 
 
 def browse(engine: Engine, user: User | int, flt: TraceFilter | dict | None = None, *, limit: int = 50,
-           offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """One page of traces matching a filter (server-side), and the total count."""
+           offset: int = 0, count: bool = True) -> tuple[int | None, list[dict[str, Any]]]:
+    """One page of traces matching a filter (server-side), and the total count (None with count=False: at a
+    million traces the count is most of the cost, and a page that already knows it need not pay twice)."""
     flt = flt if isinstance(flt, TraceFilter) else TraceFilter.from_dict(flt)
     with Session(engine) as s:
         require(s, user, "browse")
         base = flt.apply(select(Trace.id).join(Prompt, Prompt.id == Trace.prompt_id)).subquery()
-        total = s.execute(select(func.count()).select_from(base)).scalar_one()
+        total = s.execute(select(func.count()).select_from(base)).scalar_one() if count else None
         # The page's ids first (the filter and the offset walk narrow index rows), then the 50 rows' details:
         # joining and counting annotations for every skipped row made deep pages slow.
         ids = list(s.execute(flt.apply(select(Trace.id).join(Prompt, Prompt.id == Trace.prompt_id))

@@ -37,7 +37,7 @@ except ValueError as e:
 total, _ = reading.browse(eng, user.id, flt, limit=0)
 pages = max(1, -(-total // PAGE_SIZE))
 page_no = st.number_input(f"Page (of {pages})", 1, pages, 1)
-total, rows = reading.browse(eng, user.id, flt, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+_, rows = reading.browse(eng, user.id, flt, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE, count=False)
 st.caption(f"{total} traces match")
 st.dataframe(rows, hide_index=True,
              column_order=["id", "status", "set", "expected_behavior", "mutation", "annotations", "auto_labels",

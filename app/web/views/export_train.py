@@ -44,8 +44,8 @@ with c2:
     with st.expander("Devices and workers"):
         processes = st.number_input("Processes (one per GPU; more than 1 runs accelerate launch, DDP)",
                                     min_value=1, max_value=256, value=1, key="et_procs")
-        accel = st.text_input("Accelerate config file (FSDP, DeepSpeed ZeRO; a path on the worker's machine)",
-                              "", key="et_accel", placeholder="/etc/rational/fsdp.yaml")
+        accel = st.text_input("Accelerate config (FSDP, DeepSpeed ZeRO): a file name in $RATIONAL_HOME/accelerate "
+                              "on the worker", "", key="et_accel", placeholder="fsdp.yaml")
         label = st.text_input("Worker label (only a worker started with --label LABEL takes the run)", "",
                               key="et_label", placeholder="gpu")
 
