@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     rational_home: Path = Field(
         Path("~/.rational"), description="data directory (database, uploads, models, exports, runs, reports); "
         "created with mode 0700")
+    rational_artifacts: Optional[Path] = Field(
+        None, description="artifact root: uploads, exports, training runs and reports; mount one shared folder on "
+        "every machine (at any path) and point this at it: the database stores paths relative to it",
+        json_schema_extra={"default_text": "`$RATIONAL_HOME`"})
     rational_secret_key: Optional[str] = Field(
         None, description="key that signs sign-in cookies",
         json_schema_extra={"default_text": "random, kept in `$RATIONAL_HOME/session_secret` (mode 0600)"})
@@ -53,6 +57,15 @@ class Settings(BaseSettings):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
+        return path
+
+
+    def artifacts(self) -> Path:
+        """The artifact root (the data directory unless set), absolute."""
+        if self.rational_artifacts is None:
+            return self.home().resolve()
+        path = self.rational_artifacts.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
 

@@ -18,6 +18,11 @@ def rational_home() -> Path:
     return get_settings().home()
 
 
+def artifact_root() -> Path:
+    """Where uploads, exports, runs and reports live; paths under it are stored relative (db.models.ArtifactPath)."""
+    return get_settings().artifacts()
+
+
 def database_url() -> str:
     url = get_settings().database_url
     if url:

@@ -138,8 +138,8 @@ def test_import_page_enqueues_the_mapped_config_and_shows_row_errors(app_db, tmp
     assert (cfg["behavior"], cfg["behavior_column"]) == (None, "label")
     assert cfg["behavior_map"] == {"safe": "comply", "unsafe": "refuse"}
     assert (cfg["split"], cfg["all_or_nothing"], cfg["file_format"]) == ("eval", False, "csv")
-    saved = Path(job.params["path"])
     uploads = tmp_path / "home" / "uploads"
+    saved = uploads / job.params["path"]  # stored relative to the upload area
     assert saved.parent.parent == uploads and saved.name == "my_prompts.csv"
     assert saved.read_text() == CSV
     assert not list(saved.parent.glob(".*part"))

@@ -552,7 +552,7 @@ def test_web_imports_read_only_uploaded_files(sqlite_engine, tmp_path):
         with pytest.raises(PermissionDenied):
             enqueue_import(sqlite_engine, admin, path, cfg)
     job = enqueue_import(sqlite_engine, admin, uploaded, cfg)
-    assert job.params["uploads_only"] is True and job.params["path"] == str(uploaded)
+    assert job.params["uploads_only"] is True and job.params["path"] == "abc/ok.jsonl"  # relative to the area
     assert enqueue_import(sqlite_engine, None, outside, cfg).params["path"] == str(outside)  # the local operator
     # The worker checks again: a file swapped for a link after queueing is not read.
     os.remove(uploaded)

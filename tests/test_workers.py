@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from db.engine import make_engine
 from db.jobs import get_job
 from db.models import Job, PromptSet, Trace
 from tests.test_generation import add_prompts
+from tests.test_training import _wait
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,16 +37,6 @@ def _start(name: str, url: str, logs: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", *WORKERS[name], "--heartbeat", "0.5",
                              "--stale-after", "4"], cwd=ROOT, env={**os.environ, "DATABASE_URL": url},
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait(cond, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _pid(job: Job) -> int:

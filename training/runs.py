@@ -13,7 +13,7 @@ from core.vocabulary import JOB_ACTIVE
 from curation.auth import check
 from curation.export.spec import NAME_PATTERN, ExportFilter, ExportOptions
 from db import jobs as jobrows
-from db.engine import rational_home
+from db.engine import artifact_root
 from db.models import ExportSnapshot, Job, TrainingCheckpoint, TrainingMetric, TrainingRun, utcnow
 from training.config import build_config
 
@@ -23,7 +23,7 @@ class RunError(UserError):
 
 
 def runs_root() -> Path:
-    return rational_home() / "runs"
+    return artifact_root() / "runs"
 
 
 def create_run(engine: Engine, *, base_model: str, method: str, export_name: str, preset: str | None = None,

@@ -31,7 +31,7 @@ from curation.prompts.contamination import check_contamination
 from curation.prompts.mutations import MutationConfig, run_mutations
 from curation.review.annotations import auto_decide
 from db.crud import prompt_rows, prompt_texts, set_names
-from db.engine import rational_home
+from db.engine import artifact_root
 from db.filters import PromptFilter
 from db.jobs import run_job_here
 from db.models import utcnow
@@ -121,7 +121,7 @@ class RationalLoop:
         self.job_id = job_id  # the worker's job, if any: what it leaves half-built is reaped when the job dies
         self.stage_progress = stage_progress or (lambda *_a: None)
         self.tag = config.tag or utcnow().strftime("%Y%m%d-%H%M%S")
-        self.out = Path(config.out) if config.out else rational_home() / "results" / self.tag
+        self.out = Path(config.out) if config.out else artifact_root() / "results" / self.tag
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"config": config.to_dict(), "tag": self.tag, "notes": []}
 

@@ -47,7 +47,7 @@ def upload_name(filename: str) -> str:
 
 
 def save_upload(filename: str, data: bytes) -> Path:
-    """Store uploaded bytes under RATIONAL_HOME/uploads/<uuid>/<name>; written to a temp file, then renamed.
+    """Store uploaded bytes under the artifact root's uploads/<uuid>/<name>; written to a temp file, then renamed.
     A failed write leaves no folder behind."""
     name = upload_name(filename)
     folder = upload_dir() / uuid.uuid4().hex

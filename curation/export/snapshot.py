@@ -24,7 +24,7 @@ from curation.export.files import card, manifest, write_files
 from curation.export.rows import SPLITS, ExportTrace, assign_splits, build_rows
 from curation.export.spec import FORMATS, NAME_PATTERN, ContaminationError, ExportError, ExportFilter, ExportOptions
 from curation.prompts.contamination import check_contamination
-from db.engine import rational_home, write_engine
+from db.engine import artifact_root, write_engine
 from db.models import EXPORT_KINDS, ExportItem, ExportSnapshot, Job, PromptSet, utcnow
 
 Progress = Callable[[int, Optional[int], str], None]
@@ -49,7 +49,7 @@ class ExportResult:
 
 
 def default_export_root() -> Path:
-    return rational_home() / "exports"
+    return artifact_root() / "exports"
 
 
 def _reserve(engine: Engine, name: str, kind: str, flt: ExportFilter, options: ExportOptions, formats: list[str],

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 
 from core.errors import PermissionDenied
 from curation.auth import check
-from db.engine import rational_home
+from db.engine import artifact_root
 from db.jobs import JobContext, enqueue, register_job_kind
 from db.models import Job, User
 
@@ -22,8 +22,8 @@ def run_import(ctx: JobContext, *, path: str, config: dict, created_by: int | No
                uploads_only: bool = False) -> dict:
     from curation.prompts.importer import ImportConfig, PromptImporter
 
-    if uploads_only:  # again here: the file may have been swapped since it was queued
-        path = check_upload(path)
+    if uploads_only:  # again here: the file may have been swapped since it was queued; relative to this machine's
+        path = check_upload(upload_area() / path)  # upload area (an absolute path stays absolute)
     importer = PromptImporter(ctx.engine, ImportConfig.from_dict(config), created_by=created_by, job_id=ctx.job_id)
     report = importer.run(path, progress=_progress(ctx))
     ctx.log(report.summary())
@@ -66,7 +66,7 @@ class ImportRejected(Exception):
 
 def upload_area() -> Path:
     """Where the web app keeps uploaded files: the only files a signed-in user may import."""
-    return Path(os.path.abspath(rational_home() / "uploads"))
+    return Path(os.path.abspath(artifact_root() / "uploads"))
 
 
 def check_upload(path: str | os.PathLike) -> str:
@@ -94,8 +94,8 @@ def enqueue_import(engine: Engine, user: User | int | None, path: str, config) -
     me = check(engine, user, "manage_prompts")
     uid = me.id if me else None
     params = {"path": str(path), "config": config.to_dict(), "created_by": uid}
-    if user is not None:
-        params.update(path=check_upload(path), uploads_only=True)
+    if user is not None:  # stored relative to the upload area: a worker may mount the artifact root elsewhere
+        params.update(path=Path(check_upload(path)).relative_to(upload_area()).as_posix(), uploads_only=True)
     return enqueue(engine, "import", params, created_by=uid)
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.vocabulary import JOB_STATUSES
-from db.models.base import check_in, utcnow
+from db.models.base import ArtifactPath, check_in, utcnow
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 
@@ -24,7 +24,7 @@ class EvalRun(SQLModel, table=True):
     suite_version: str = Field(max_length=100)  # definition version + hash of the selected prompts
     model: str = Field(max_length=500)  # as given (name or path)
     model_path: str = Field(default="", max_length=1000)  # resolved local folder
-    adapter_path: Optional[str] = Field(default=None, max_length=1000)
+    adapter_path: Optional[str] = Field(default=None, sa_type=ArtifactPath)
     adapter_sha256: Optional[str] = Field(default=None, max_length=64)  # over the adapter weight files
     training_run_id: Optional[int] = None  # set when evaluated through a training run
     backend: str = Field(max_length=40)

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstra
 from sqlmodel import Field, SQLModel
 
 from core.vocabulary import JOB_STATUSES
-from db.models.base import check_in, utcnow
+from db.models.base import ArtifactPath, check_in, utcnow
 
 EXPORT_KINDS = ("sft", "dpo")
 EXPORT_STATUSES = ("building", "ready", "failed")
@@ -33,7 +33,7 @@ class ExportSnapshot(SQLModel, table=True):
     filter: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     formats: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    path: Optional[str] = Field(default=None, max_length=1000)
+    path: Optional[str] = Field(default=None, sa_type=ArtifactPath)
     sha256: Optional[str] = Field(default=None, max_length=64)
     row_count: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -81,10 +81,10 @@ class TrainingRun(SQLModel, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="queued", max_length=20)
     job_id: Optional[int] = Field(default=None, foreign_key="job.id")
-    output_dir: Optional[str] = Field(default=None, max_length=1000)
-    adapter_path: Optional[str] = Field(default=None, max_length=1000)
-    merged_path: Optional[str] = Field(default=None, max_length=1000)
-    last_checkpoint: Optional[str] = Field(default=None, max_length=1000)
+    output_dir: Optional[str] = Field(default=None, sa_type=ArtifactPath)
+    adapter_path: Optional[str] = Field(default=None, sa_type=ArtifactPath)
+    merged_path: Optional[str] = Field(default=None, sa_type=ArtifactPath)
+    last_checkpoint: Optional[str] = Field(default=None, sa_type=ArtifactPath)
     global_step: int = 0
     max_steps: Optional[int] = None
     pid: Optional[int] = None
@@ -121,5 +121,5 @@ class TrainingCheckpoint(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="training_run.id", index=True)
     step: int
-    path: str = Field(max_length=1000)
+    path: str = Field(sa_type=ArtifactPath)
     created_at: datetime = Field(default_factory=utcnow)
