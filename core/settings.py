@@ -6,6 +6,7 @@ README's configuration table lists these fields; a test keeps the two in step.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -61,16 +62,28 @@ class Settings(BaseSettings):
 
 
     def artifacts(self) -> Path:
-        """The artifact root (the data directory unless set), absolute."""
+        """The artifact root (the data directory unless set), absolute; created owner-only when missing."""
         if self.rational_artifacts is None:
             return self.home().resolve()
-        path = self.rational_artifacts.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        path = artifact_path()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def artifact_path() -> Path:
+    """The artifact root's absolute path, touching nothing: read once per stored path, so cached per setting
+    (building Settings costs about half a millisecond)."""
+    return _artifact_path(os.environ.get("RATIONAL_ARTIFACTS"), os.environ.get("RATIONAL_HOME"))
+
+
+@lru_cache(maxsize=8)
+def _artifact_path(_artifacts: str | None, _home: str | None) -> Path:
+    s = get_settings()
+    return (s.rational_artifacts or s.rational_home).expanduser().resolve()
 
 
 def child_env(**overrides: str) -> dict[str, str]:

@@ -119,4 +119,5 @@ def sqlite_engine(sqlite_url):
 def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own RATIONAL_HOME and no inherited DATABASE_URL."""
     monkeypatch.setenv("RATIONAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RATIONAL_ARTIFACTS", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)

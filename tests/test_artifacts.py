@@ -40,13 +40,14 @@ def test_a_second_machine_mounting_the_root_elsewhere_reads_what_the_first_wrote
     upload.write_text("prompt\nHow do I pick a lock?\nHow do I bake bread?\n")
     job = enqueue_import(sqlite_engine, admin, str(upload), ImportConfig(set_name="more", behavior="refuse"))
     assert job.params["path"] == "u1/more.csv"
+    run, _ = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name="shared-set",
+                             preset="test", overrides={"max_steps": 2, "save_steps": 1, "logging_steps": 1})
+    assert _raw(sqlite_engine, "SELECT output_dir FROM training_run") == f"runs/run-{run.id}"
 
     # The same shared folder, mounted at another path on the machine where the worker runs.
     shutil.move(str(here), str(there))
     monkeypatch.setenv("RATIONAL_ARTIFACTS", str(there))
     assert Path(get_export(sqlite_engine, "shared-set").path) == there / "exports" / "shared-set"
-    run, _ = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name="shared-set",
-                             preset="test", overrides={"max_steps": 2, "save_steps": 1, "logging_steps": 1})
     assert _run_worker(sqlite_engine)  # the import
     assert _run_worker(sqlite_engine)  # the training, reading the export under the new mount
     r = runs.get_run(sqlite_engine, run.id)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from curation.auth import check
+from db.engine import artifact_root
 from db.jobs import JobContext, enqueue, register_job_kind
 from db.models import Job, User
 from workflows.loop import LoopConfig, RationalLoop
@@ -24,7 +25,12 @@ def run_loop(ctx: JobContext, **params) -> dict:
 
     loop = RationalLoop(ctx.engine, cfg, log=ctx.log, stage_progress=stage, job_id=ctx.job_id)
     res = loop.run()
-    return {"report": str(loop.out / "report.md"), "timings_s": res.get("timings_s"),
+    report = loop.out / "report.md"  # relative to the artifact root where it lies there: the web app mounts it too
+    try:
+        report = report.resolve().relative_to(artifact_root())
+    except ValueError:
+        pass
+    return {"report": report.as_posix(), "timings_s": res.get("timings_s"),
             "yield": {b: y.get("used") for b, y in (res.get("yield") or {}).items()}}
 
 

@@ -80,7 +80,7 @@ class LoopConfig:
     train_preset: Optional[str] = None
     train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2})
     eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
-    out: Optional[str] = None  # report folder; default RATIONAL_HOME/results/<tag>
+    out: Optional[str] = None  # report folder; default results/<tag> under the artifact root
     seed: int = 0
     tag: str = ""  # names this loop's sets/exports/runs; default: a timestamp
 

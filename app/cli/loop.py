@@ -41,7 +41,7 @@ def loop_command(
     preset: Optional[str] = typer.Option(None, "--preset", help="training preset (default: by model size)"),
     tag: str = typer.Option("", "--tag", help="names this loop's sets, exports and runs (default: a timestamp)"),
     out: Optional[str] = typer.Option(None, "--out", help="folder for report.md and metrics.json (default "
-                                      "RATIONAL_HOME/results/<tag>)"),
+                                      "results/<tag> under the artifact root)"),
 ) -> None:
     """Run the RATIONAL loop end to end and write the report (every stage's wall time is printed)."""
     from workflows.loop import LoopConfig, LoopError, RationalLoop

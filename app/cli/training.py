@@ -21,7 +21,7 @@ def export_cmd(
     filter_: List[str] = typer.Option([], "--filter", help="field=value[,value]; fields: statuses, sets, splits, "
                                       "mutations (none = unmutated), behaviors, min_quality, runs"),
     formats: str = typer.Option("hf,jsonl,parquet", "--format", help="comma list of hf, jsonl, parquet"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="parent folder (default RATIONAL_HOME/exports)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="parent folder (default: exports/ under the artifact root)"),
     allow_contamination: bool = typer.Option(False, "--allow-contamination",
                                              help="export even when training prompts overlap eval prompts "
                                              "(recorded on the snapshot)"),

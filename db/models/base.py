@@ -9,7 +9,7 @@ from typing import Iterable
 from sqlalchemy import String
 from sqlalchemy.types import TypeDecorator
 
-from core.settings import get_settings
+from core.settings import artifact_path
 
 
 def utcnow() -> datetime:
@@ -32,7 +32,7 @@ class ArtifactPath(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if not value or not os.path.isabs(value):
             return value
-        root = get_settings().artifacts()
+        root = artifact_path()
         for path in (Path(os.path.abspath(value)), Path(value).resolve()):
             try:
                 return path.relative_to(root).as_posix()
@@ -43,4 +43,5 @@ class ArtifactPath(TypeDecorator):
     def process_result_value(self, value, dialect):
         if not value or os.path.isabs(value):
             return value
-        return str(get_settings().artifacts() / value)
+        return str(artifact_path() / value)  # touches nothing: reading must not create folders
+

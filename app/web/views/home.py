@@ -1,8 +1,6 @@
 """Home: what is in the database (prompts by set, behaviour and split) and what the worker is doing."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -12,6 +10,7 @@ from app.web.plain import plain
 from app.web.state import engine
 from core.vocabulary import JOB_STATUSES
 from db.crud import prompt_counts
+from db.engine import artifact_root
 from db.jobs import job_status_counts
 
 user = page_user(__file__)
@@ -44,7 +43,8 @@ if st.session_state.get("loop_job"):
 
     job_panel(eng, st.session_state["loop_job"])
     job = get_job(eng, st.session_state["loop_job"])
-    report = Path((job.result or {}).get("report") or "") if job is not None else None
+    stored = (job.result or {}).get("report") if job is not None else None
+    report = artifact_root() / stored if stored else None  # relative to the artifact root (absolute stays)
     if report and report.is_file():
         with st.expander(f"Report ({report})"):
             st.markdown(report.read_text(encoding="utf-8"))  # tables only; markdown, never raw HTML
