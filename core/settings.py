@@ -60,7 +60,6 @@ class Settings(BaseSettings):
             path.chmod(0o700)
         return path
 
-
     def artifacts(self) -> Path:
         """The artifact root (the data directory unless set), absolute; created owner-only when missing."""
         if self.rational_artifacts is None:

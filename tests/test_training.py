@@ -71,7 +71,7 @@ def test_export_batches_go_through_trl_collators(sqlite_engine, tiny_model_dir, 
         for ds in (load_from_disk(str(Path(snap.path) / "hf"))["train"],
                    load_dataset("json", data_files=str(Path(snap.path) / "jsonl" / "train.jsonl"))["train"],
                    load_dataset("parquet", data_files=str(Path(snap.path) / "parquet" / "train.parquet"))["train"]):
-            trainer, _, notes = build_trainer(None, None, base=str(tiny_model_dir), cfg=cfg,
+            trainer, _, notes = build_trainer(base=str(tiny_model_dir), cfg=cfg,
                                               train=ds.select_columns(cols), val=None,
                                               output_dir=str(tmp_path / "out"))
             batch = next(iter(trainer.get_train_dataloader()))
@@ -296,7 +296,7 @@ def test_any_trl_field_passes_through_from_preset_override_and_cli(sqlite_engine
     from datasets import load_from_disk
 
     train = load_from_disk(str(Path(snap.path) / "hf"))["train"].select_columns(["messages"])
-    trainer, _, _ = build_trainer(None, None, base=str(tiny_model_dir), cfg=cfg, train=train, val=None,
+    trainer, _, _ = build_trainer(base=str(tiny_model_dir), cfg=cfg, train=train, val=None,
                                   output_dir=str(tmp_path / "out"))
     assert trainer.args.neftune_noise_alpha == 5.0 and trainer.args.eval_accumulation_steps == 3
     assert trainer.args.learning_rate == 1e-3  # the preset's value

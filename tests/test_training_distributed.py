@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from db.jobs import get_job
-from tests.test_training import _export, _run_worker, _wait
+from tests.test_training import _export, _run_worker, _running, _wait
 from training import runs
 
 pytestmark = pytest.mark.slow
@@ -32,11 +32,6 @@ def _ranks(launcher: int) -> list[int]:
     return [pid for pid, (ppid, state) in _processes().items() if ppid == launcher and state != "Z"]
 
 
-def _running(pids: list[int]) -> list[int]:
-    procs = _processes()
-    return [p for p in pids if p in procs and procs[p][1] != "Z"]
-
-
 def test_two_cpu_processes_train_cancel_and_resume_through_the_worker(sqlite_engine, tiny_model_dir, tmp_path):
     snap = _export(sqlite_engine, tmp_path, "sft")
     run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="sft", export_name=snap.name,
@@ -54,7 +49,7 @@ def test_two_cpu_processes_train_cancel_and_resume_through_the_worker(sqlite_eng
     assert not worker.is_alive()
     r = runs.get_run(sqlite_engine, run.id)
     assert r.status == "cancelled" and get_job(sqlite_engine, job.id).status == "cancelled"
-    _wait(lambda: not _running([launcher, *ranks]), timeout=30, what="every training process to end")
+    _wait(lambda: not any(map(_running, [launcher, *ranks])), timeout=30, what="every training process to end")
     ckpt = max(c.step for c in runs.run_checkpoints(sqlite_engine, run.id))
 
     runs.resume_run(sqlite_engine, run.id, overrides={"max_steps": ckpt + 2})
@@ -107,7 +102,7 @@ def test_when_the_worker_dies_both_processes_stop_together_at_a_checkpoint(sqlit
         for p in (owner, launcher):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL) if p is launcher else p.kill()
-    _wait(lambda: not _running(ranks), timeout=30, what="both ranks to end")
+    _wait(lambda: not any(map(_running, ranks)), timeout=30, what="both ranks to end")
     text = log.read_text()
     assert text.count("the worker process is gone; stopping at step") == 1, text[-3000:]
     assert "no adapter" in text

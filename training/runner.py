@@ -200,10 +200,8 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
     return model, peft, use_qlora
 
 
-def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: TrainConfig, train, val,
-                  output_dir: str, extra_callbacks=(), owner: int | None = None):
-    """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly).
-    `owner`: the worker's PID, whose end stops training at a checkpoint (the parent when None)."""
+def build_trainer(*, base: str, cfg: TrainConfig, train, val, output_dir: str, callbacks=()):
+    """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -231,8 +229,7 @@ def build_trainer(engine: Engine | None, run_id: int | None, *, base: str, cfg: 
                use_cpu=not cuda, bf16=bf16, disable_tqdm=True),
     }
     notes = []
-    callbacks = list(extra_callbacks) + ([_metrics_callback(engine, run_id, owner or os.getppid())]
-                                         if engine is not None else [])
+    callbacks = list(callbacks)
     if cfg.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -296,10 +293,10 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False, owner: in
     train, val = _load_datasets(snapshot, cfg.method)
     print(f"{cfg.method} on export '{snapshot.name}' ({train.num_rows} train rows, "
           f"{val.num_rows if val is not None else 0} validation) from {base}", flush=True)
-    trainer, tok, notes = build_trainer(engine, run_id, base=base, cfg=cfg, train=train, val=val,
-                                        output_dir=str(ckpt_dir), owner=owner)
+    watcher = _metrics_callback(engine, run_id, owner or os.getppid())
+    trainer, tok, notes = build_trainer(base=base, cfg=cfg, train=train, val=val, output_dir=str(ckpt_dir),
+                                        callbacks=[watcher])
     result = trainer.train(resume_from_checkpoint=last)
-    watcher = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "owner_gone"))
     if watcher.owner_gone or _agreed(watcher.gone(), trainer.args):
         # Stopped early, or finished with nobody to record it: not a final adapter.
         raise WorkerGone(f"the worker is gone; stopped at step {trainer.state.global_step}/"

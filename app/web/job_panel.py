@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app.web.plain import plain
+from core.durations import clock
 from db.jobs import get_job
 from db.models import Job
 
@@ -144,8 +145,4 @@ def run_panel(engine, run_id: int, *, refresh_s: float = 2.0) -> None:
 
 
 def _clock(seconds) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return "-" if seconds is None else clock(seconds)

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.durations import clock
 from curation.auth import check
 from curation.backends.catalog import resolve_model
 from curation.backends.engines import engine as warm_engine
@@ -147,12 +148,6 @@ def _store(engine: Engine, rows: list[tuple[Trace, str, str]], labeller: Labelle
         s.commit()
 
 
-def _eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progress | None = None,
                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate every missing (prompt, sample) of a run; store each sample as it finishes."""
@@ -189,7 +184,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
                                           "done": done + new, "total": total})
         if progress:
             progress(done + new, total, f"{done + new}/{total} samples · {tps:.0f} tok/s · elapsed "
-                     f"{_eta(elapsed)} · ETA {'-' if eta is None else _eta(eta)}")
+                     f"{clock(elapsed)} · ETA {'-' if eta is None else clock(eta)}")
 
     try:
         if progress:

@@ -96,12 +96,11 @@ def browse(engine: Engine, user: User | int, flt: TraceFilter | dict | None = No
     flt = flt if isinstance(flt, TraceFilter) else TraceFilter.from_dict(flt)
     with Session(engine) as s:
         require(s, user, "browse")
-        base = flt.apply(select(Trace.id).join(Prompt, Prompt.id == Trace.prompt_id)).subquery()
-        total = s.execute(select(func.count()).select_from(base)).scalar_one() if count else None
+        matching = flt.apply(select(Trace.id).join(Prompt, Prompt.id == Trace.prompt_id))
+        total = s.execute(select(func.count()).select_from(matching.subquery())).scalar_one() if count else None
         # The page's ids first (the filter and the offset walk narrow index rows), then the 50 rows' details:
         # joining and counting annotations for every skipped row made deep pages slow.
-        ids = list(s.execute(flt.apply(select(Trace.id).join(Prompt, Prompt.id == Trace.prompt_id))
-                             .order_by(Trace.id).limit(limit).offset(offset)).scalars())
+        ids = list(s.execute(matching.order_by(Trace.id).limit(limit).offset(offset)).scalars())
         n_ann = (select(func.count(Annotation.id)).where(Annotation.trace_id == Trace.id).scalar_subquery())
         rows = s.execute(
             select(Trace.id, Trace.status, PromptSet.name.label("set"), Prompt.expected_behavior,

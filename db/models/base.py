@@ -44,4 +44,3 @@ class ArtifactPath(TypeDecorator):
         if not value or os.path.isabs(value):
             return value
         return str(artifact_path() / value)  # touches nothing: reading must not create folders
-

@@ -8,6 +8,7 @@ import streamlit as st
 from app.web.job_panel import ACTIVE, job_outcome, progress_fraction
 from app.web.login import page_user
 from app.web.state import engine
+from core.durations import clock
 from curation.job_cancel import cancel_job
 from db.crud import list_jobs
 from db.jobs import get_job
@@ -26,21 +27,14 @@ COLUMNS = ["id", "kind", "status", "progress", "done", "duration", "worker", "he
            "error", "created", "finished"]
 
 
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 def job_table(jobs) -> pd.DataFrame:
     now = utcnow()
     return pd.DataFrame([{
         "id": j.id, "kind": j.kind, "status": j.status, "progress": progress_fraction(j),
         "done": f"{j.progress_done:,}/{j.progress_total:,}" if j.progress_total else f"{j.progress_done:,}",
-        "duration": _seconds(((j.finished_at or now) - j.started_at).total_seconds() if j.started_at else None),
+        "duration": clock(((j.finished_at or now) - j.started_at).total_seconds()) if j.started_at else "",
         "worker": j.worker_id or "",
-        "heartbeat": f"{_seconds((now - j.heartbeat_at).total_seconds())} ago"
+        "heartbeat": f"{clock((now - j.heartbeat_at).total_seconds())} ago"
         if j.heartbeat_at and j.status in ACTIVE else "",
         "needs label": j.requires_label or "",
         "message": j.message, "error": (j.error or "")[:300], "created": j.created_at, "finished": j.finished_at,
