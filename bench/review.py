@@ -2,8 +2,9 @@
 
 1. Server side: a database with 100k traces in one queue; time "submit annotation + claim next" (the work behind
    one keypress) for one annotator, p50/p95, on SQLite and on PostgreSQL. Goal: p95 <= 50 ms.
-2. Browser: real Chromium against `streamlit run`; time keypress -> next trace painted over 50 items, p50/p95.
-   Goal: p95 <= 300 ms.
+2. Browser: real Chromium against `streamlit run` at 1440x900; time keypress -> next trace painted over 50 items
+   with 2,000-character reasoning, p50/p95: `a` (approve), Ctrl+Enter saving an edit, and `a` on the trace right
+   after an edit (the page then carries the edit's diff line). Goal: p95 <= 300 ms.
 
     .venv/bin/python bench/review.py [--traces 100000] [--iterations 300] [--items 50] [--no-pg] [--no-browser]
 
@@ -67,17 +68,23 @@ def server_side(eng, label: str, n: int, iterations: int) -> dict:
     return res
 
 
-def browser(sqlite_url: str, items: int, workdir: Path) -> dict:
+LONG_REASONING = " ".join(f"Step {i}: weigh the request's intent, the ethics and the possible harm before answering."
+                          for i in range(40))[:2000]
+NEXT_PAINTED = """(cur) => { const h = [...document.querySelectorAll('h3')].find(x => x.textContent.startsWith('Trace '));
+                             return h && h.textContent.trim() !== cur ? performance.now() : false; }"""
+
+
+def browser(sqlite_url: str, items: int, workdir: Path, edit_every: int = 5) -> dict:
     from tests.browser import app_env, chromium_page, streamlit_server, wait_for_app
 
     eng = make_engine(sqlite_url)
     admin = make_user(eng, "admin", "bench_admin2")
     who = make_user(eng, "annotator", "bench_keys")
-    make_traces(eng, items + 5, set_name="bench_keys")
-    q = queues.create_queue(eng, admin, "keys", {"set_names": ["bench_keys"]}, overlap=1, members=[who.id])
+    make_traces(eng, items + 5, set_name="bench_keys", reasoning=LONG_REASONING)
+    queues.create_queue(eng, admin, "keys", {"set_names": ["bench_keys"]}, overlap=1, members=[who.id])
     env = app_env(sqlite_url, workdir / "home")
-    lat = []
-    with streamlit_server(env, workdir / "logs") as base, chromium_page() as page:
+    lat: dict[str, list[float]] = {"approve": [], "save edit": [], "approve after an edit": []}
+    with streamlit_server(env, workdir / "logs") as base, chromium_page(1440, 900) as page:
         page.goto(base + "/review")
         wait_for_app(page)
         page.get_by_label("User name", exact=True).fill(who.username)
@@ -85,25 +92,33 @@ def browser(sqlite_url: str, items: int, workdir: Path) -> dict:
         pw.fill(PASSWORD)
         pw.press("Enter")
         wait_for_app(page)
-        if page.locator('[data-testid="stSelectbox"]').count():
-            pass  # the first queue ("keys") is the only one this user is in
+        after_edit = False
         for i in range(items):
             h = page.locator("h3", has_text="Trace ").first
             h.wait_for()
             wait_for_app(page)
             page.wait_for_function("() => window.__rsKeysInstalled && window.__rsKeyMapJson")
             current = h.inner_text().strip()
-            page.keyboard.press("a")
-            painted = page.wait_for_function(
-                """(cur) => { const h = [...document.querySelectorAll('h3')].find(x => x.textContent.startsWith('Trace '));
-                              return h && h.textContent.trim() !== cur ? performance.now() : false; }""",
-                arg=current, polling="raf").json_value()
-            lat.append(painted - page.evaluate("() => window.__rsLastKeyAt"))
+            if i % edit_every == edit_every - 1:
+                page.keyboard.press("e")
+                page.locator(".st-key-rv_edit_response textarea").wait_for()
+                page.wait_for_function("() => document.activeElement?.tagName === 'TEXTAREA'")
+                page.keyboard.type(" (edited)")
+                page.keyboard.press("Control+Enter")
+                kind, after_edit = "save edit", True
+            else:
+                page.keyboard.press("a")
+                kind, after_edit = ("approve after an edit" if after_edit else "approve"), False
+            painted = page.wait_for_function(NEXT_PAINTED, arg=current, polling="raf").json_value()
+            lat[kind].append(painted - page.evaluate("() => window.__rsLastKeyAt"))
     eng.dispose()
-    del q
-    res = {"items": items, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "mean_ms": statistics.mean(lat)}
-    print(f"  chromium keypress -> next trace painted: p50 {res['p50_ms']:.0f} ms, p95 {res['p95_ms']:.0f} ms "
-          f"(mean {res['mean_ms']:.0f}, n={items})", flush=True)
+    every = [x for xs in lat.values() for x in xs]
+    res = {"items": items, "p50_ms": pct(every, 50), "p95_ms": pct(every, 95), "mean_ms": statistics.mean(every),
+           "by_key": {k: {"n": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)} for k, v in lat.items() if v}}
+    print(f"  chromium keypress -> next trace painted (2,000-char reasoning): p50 {res['p50_ms']:.0f} ms, "
+          f"p95 {res['p95_ms']:.0f} ms (mean {res['mean_ms']:.0f}, n={items})", flush=True)
+    for k, v in res["by_key"].items():
+        print(f"    {k}: p50 {v['p50_ms']:.0f} ms, p95 {v['p95_ms']:.0f} ms (n={v['n']})", flush=True)
     return res
 
 

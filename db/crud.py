@@ -9,7 +9,22 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from db.filters import PromptFilter
-from db.models import Job, Prompt, PromptSet
+from db.models import EvalRun, ExportSnapshot, GenerationRun, Job, Prompt, PromptSet, Queue, Trace, TrainingRun
+
+
+# -- where the work stands -----------------------------------------------------------------------------------
+def workflow_counts(engine: Engine) -> dict[str, dict[str, int]]:
+    """Rows per status at each stage of the workflow (the Home page's map of the work), one GROUP BY each."""
+    stages = {"prompts": (Prompt.split, Prompt.id), "generation_runs": (GenerationRun.status, GenerationRun.id),
+              "traces": (Trace.status, Trace.id), "queues": (Queue.is_active, Queue.id),
+              "exports": (ExportSnapshot.status, ExportSnapshot.id), "training_runs": (TrainingRun.status, TrainingRun.id),
+              "eval_runs": (EvalRun.status, EvalRun.id)}
+    out: dict[str, dict[str, int]] = {}
+    with Session(engine) as s:
+        for stage, (key, ident) in stages.items():
+            rows = s.execute(select(key, func.count(ident)).group_by(key)).all()
+            out[stage] = {("active" if k is True else "inactive" if k is False else str(k)): n for k, n in rows}
+    return out
 
 
 # -- prompts --------------------------------------------------------------------------------------------------

@@ -175,6 +175,25 @@ def reap_stale(engine: Engine, timeout_s: float) -> list[int]:
     return [row[0] for row in stale]
 
 
+def waiting_reason(engine: Engine, job: Job, *, fresh_s: float = 60.0) -> str:
+    """Why a queued job has not started, in one line: the jobs ahead of it, what the workers are busy with (a
+    recent heartbeat), or that no worker has been seen, and the worker label it needs."""
+    since = utcnow() - timedelta(seconds=fresh_s)
+    with engine.connect() as conn:
+        ahead = conn.execute(select(func.count(Job.id)).where(Job.status == "queued", Job.id < job.id)).scalar_one()
+        busy = conn.execute(select(Job.id, Job.kind, Job.worker_id).where(
+            Job.status == "running", Job.heartbeat_at >= since).order_by(Job.id)).all()
+    needs = f" It needs a worker started with `--label {job.requires_label}`." if job.requires_label else ""
+    queue = f"{ahead} job{'s' if ahead != 1 else ''} ahead of it. " if ahead else ""
+    if busy:
+        doing = ", ".join(f"job {i} ({k})" for i, k, _ in busy[:3]) + (" …" if len(busy) > 3 else "")
+        workers = len({w for _, _, w in busy})
+        return (f"Queued: {queue}{workers} worker{'s are' if workers != 1 else ' is'} busy with {doing}; this job "
+                f"starts when one is free.{needs}")
+    return (f"Queued: {queue}no worker is running a job right now. If none is started, start one with "
+            f"`rational worker`.{needs}")
+
+
 def job_status_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()

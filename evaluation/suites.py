@@ -108,14 +108,17 @@ class SuiteSelection:
                 "notes": [s.note for s in self.suite.sets if s.note]}
 
 
+def missing_builtin_sets(engine: Engine, suite: EvalSuite, project_id: int = 1) -> list[str]:
+    """The suite's built-in sets not in the database yet (a run imports them first: pages say so beforehand)."""
+    have = set_names(engine, project_id)
+    return [name for name in suite.builtin_sets if name not in have]
+
+
 def ensure_builtin_sets(engine: Engine, suite: EvalSuite, project_id: int = 1) -> list[str]:
     """Import the suite's built-in sets that are not in the database yet; returns the names imported."""
-    have = set_names(engine, project_id)
-    done = []
-    for name in suite.builtin_sets:
-        if name not in have:
-            import_builtin(engine, name, project_id=project_id)
-            done.append(name)
+    done = missing_builtin_sets(engine, suite, project_id)
+    for name in done:
+        import_builtin(engine, name, project_id=project_id)
     return done
 
 

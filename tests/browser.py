@@ -216,3 +216,55 @@ def shot(page, tmp_path: Path, name: str, settle_ms: int = 0) -> None:
     if keep:
         os.makedirs(keep, exist_ok=True)
         shutil.copy(path, os.path.join(keep, path.name))
+
+
+def visit_every_page(page, on_page=None) -> list[str]:
+    """Click every page's link in the sidebar, in menu order, and wait for each to finish drawing; `on_page(title)`
+    runs on each. Fails when a link is hidden behind Streamlit's "View more" (every page must be one click away).
+    Returns the titles visited."""
+    import re
+
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.wait_for()
+    assert nav.get_by_text(re.compile(r"View \d+ more")).count() == 0, "pages hidden behind 'View more'"
+    links = nav.locator('[data-testid="stSidebarNavLink"]')
+    titles = []
+    for i in range(links.count()):
+        link = links.nth(i)
+        title = link.inner_text().strip().split("\n")[-1].strip()  # after the icon's ligature name
+        titles.append(title)
+        link.click()
+        wait_for_app(page)
+        page.wait_for_timeout(300)  # fragments and charts finish their first paint
+        wait_for_app(page)
+        if on_page is not None:
+            on_page(title)
+    return titles
+
+
+def page_problems(page) -> list[str]:
+    """What a user must never see on a page: a Python exception box or traceback text."""
+    found = []
+    if page.locator('[data-testid="stException"]').count():
+        found.append("exception box: " + page.locator('[data-testid="stException"]').first.inner_text()[:300])
+    if page.get_by_text("Traceback (most recent call last)").count():
+        found.append("traceback text")
+    return found
+
+
+def at_trace(page, tid: int) -> None:
+    """Wait until trace `tid` is the one on screen and its keyboard shortcuts are live."""
+    page.get_by_role("heading", name=f"Trace {tid}").wait_for(timeout=UI_TIMEOUT_MS)
+    wait_for_app(page)
+    page.wait_for_function("() => window.__rsKeysInstalled && window.__rsKeyMapJson")
+
+
+def edit_with_keys(page, textarea_key: str, text: str, *, open_key: str = "e") -> None:
+    """Open an edit with `open_key`, replace the focused text box's text by typing (letters that are shortcuts
+    elsewhere are typed, not pressed), and save with Ctrl+Enter."""
+    page.keyboard.press(open_key)
+    page.locator(f".st-key-{textarea_key} textarea").wait_for()
+    page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'TEXTAREA'")
+    page.keyboard.press("Control+a")
+    page.keyboard.type(text)
+    page.keyboard.press("Control+Enter")

@@ -26,8 +26,9 @@ def make_users(engine) -> dict[str, User]:
 def make_traces(engine, n: int, *, set_name: str = "testset", behavior: str = "refuse",
                 category: Optional[str] = "cybercrime", responses: Optional[Iterable[str]] = None,
                 auto_labels: Optional[dict[int, list[tuple[str, str]]]] = None, mutation: Optional[str] = None,
-                batch: int = 5000) -> list[int]:
-    """n traces, each on its own prompt. auto_labels: {index: [(kind, label), ...]}. Returns trace ids in order."""
+                batch: int = 5000, reasoning: Optional[str] = None) -> list[int]:
+    """n traces, each on its own prompt. auto_labels: {index: [(kind, label), ...]}; reasoning: the same
+    reasoning text for every trace (default: a short one each). Returns trace ids in order."""
     responses = list(responses) if responses is not None else None
     with Session(engine) as s:
         ps = s.execute(select(PromptSet).where(PromptSet.name == set_name)).scalars().first()
@@ -50,7 +51,7 @@ def make_traces(engine, n: int, *, set_name: str = "testset", behavior: str = "r
                                                           Prompt.text.like(f"prompt {tag}:%"))
                                   .order_by(Prompt.id)).scalars())[len(ids):]
             s.execute(insert(Trace), [
-                {"prompt_id": pid, "run_id": run_id, "sample_index": 0, "reasoning": f"reasoning {i}",
+                {"prompt_id": pid, "run_id": run_id, "sample_index": 0, "reasoning": reasoning or f"reasoning {i}",
                  "response": responses[i] if responses else f"response {i}", "raw": "", "parse_ok": True,
                  "strategy": "single", "model": "tiny", "backend": "transformers", "sampling": {},
                  "status": "pending", "version": 1, "meta": {}} for pid, i in zip(pids, rng)])

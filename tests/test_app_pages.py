@@ -85,7 +85,7 @@ def test_home_counts_after_installing_a_builtin_set(app_db):
     at.switch_page("views/home.py").run()
     assert not at.exception
     assert metric(at, "Prompts") == "450"
-    assert metric(at, "Prompt sets") == "1"
+    assert any("Generate self-check traces" in m.value for m in at.markdown)  # the next step, from the counts
     by_set = at.dataframe[0].value
     row = by_set[by_set["set"] == "xstest"].iloc[0]
     assert (row["comply"], row["refuse"], row["total"]) == (250, 200, 450)
@@ -111,13 +111,13 @@ def upload_and_map(at: AppTest, data: str = CSV, name: str = "my prompts.csv") -
     at.selectbox(key="imp_map_text").set_value("question")
     at.selectbox(key="imp_map_source_id").set_value("id")
     at.selectbox(key="imp_map_category").set_value("kind")
-    at.radio(key="imp_beh_how").set_value("From a column").run()
-    at.selectbox(key="imp_beh_col").set_value("label").run()
-    # One selectbox per distinct value seen in the preview, in sorted order: maybe, safe, unsafe.
+    at.run()
+    # The label column is proposed (name and few values), never the text column, and no behaviour is assumed.
+    assert (at.radio(key="imp_beh_how").value, at.selectbox(key="imp_beh_col").value) == ("From a column", "label")
+    assert "question" not in at.selectbox(key="imp_beh_col").options
+    # One selectbox per distinct value seen in the preview, in sorted order; common names come proposed.
     labels = [by_label(at.selectbox, f"“{v}” →") for v in ("maybe", "safe", "unsafe")]
-    assert [w.value for w in labels] == ["(row invalid)"] * 3
-    labels[1].set_value("comply")
-    labels[2].set_value("refuse")
+    assert [w.value for w in labels] == ["(row invalid)", "comply", "refuse"]
     at.radio(key="imp_split").set_value("eval")
     return at.run()
 
@@ -170,6 +170,22 @@ def test_all_or_nothing_import_fails_and_lists_errors(app_db):
     assert any("nothing imported" in e.value for e in at.error), [e.value for e in at.error]
     assert at.dataframe[-1].value["field"].tolist() == ["label"]
     assert list_prompts(app_db, PromptFilter(set_names=["mine"])) == []
+
+
+def test_import_page_assumes_no_behaviour_and_refuses_a_text_column_as_labels(app_db):
+    at = open_page("import_prompts.py")
+    free = "q,note\n" + "".join(f"Question {i}?,a free remark number {i}\n" for i in range(15))
+    at.file_uploader(key="import_upload").upload("free.csv", free.encode(), "text/csv").run()
+    assert at.radio(key="imp_beh_how").value is None  # no label column: nothing chosen for the user
+    assert at.button(key="imp_start").disabled
+    at.radio(key="imp_beh_how").set_value("From a column").run()
+    at.selectbox(key="imp_beh_col").set_value("note").run()
+    assert any("looks like text, not a label" in w.value for w in at.warning)
+    assert not [s for s in at.selectbox if s.label.startswith("“")] and at.button(key="imp_start").disabled
+    at.radio(key="imp_beh_how").set_value("Same for every row").run()
+    assert at.button(key="imp_start").disabled  # the behaviour itself is still to choose
+    at.selectbox(key="imp_beh_const").set_value("comply").run()
+    assert not at.button(key="imp_start").disabled
 
 
 def test_import_page_rejects_a_bad_config_and_a_bad_file(app_db):

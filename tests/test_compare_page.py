@@ -40,7 +40,7 @@ def test_compare_metrics_pairs_filters_and_labels(app_db):
     df = at.dataframe[0].value
     asr = df[(df["metric"] == "attack success rate") & (df["level"] == "suite")].iloc[0]
     assert (asr["A (before)"], asr["B (after)"]) == ("50.0%", "50.0%")
-    assert len(at.get("image")) == 2  # bar charts: 2 metrics x per category (no mutations in these runs)
+    assert len(at.get("vega_lite_chart")) == 2  # A/B charts: 2 metrics x per category (no mutations here)
 
     at.radio(key="cmp_view").set_value("Side by side").run()
     assert "Page (of 1; 6 prompts match)" in at.number_input(key="cmp_page").label

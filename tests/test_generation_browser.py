@@ -28,6 +28,7 @@ from tests.browser import (
     choose,
     chromium_available,
     chromium_page,
+    edit_with_keys,
     fill_text,
     shot,
     sign_in,
@@ -134,12 +135,7 @@ def test_live_progress_and_promoted_demo_reaches_next_run(sqlite_url, tmp_path, 
         wait_for_app(page)
         page.wait_for_function("() => window.__rsKeysInstalled && window.__rsKeyMapJson")
         # The tiny model's reply is noise: the reviewer rewrites it (e, type, Ctrl+Enter), then promotes it.
-        page.keyboard.press("e")
-        page.locator(".st-key-rv_edit_response textarea").wait_for()
-        page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'TEXTAREA'")
-        page.keyboard.press("Control+a")
-        page.keyboard.type("I can't help with picking that lock, because it is not yours.")
-        page.keyboard.press("Control+Enter")
+        edit_with_keys(page, "rv_edit_response", "I can't help with picking that lock, because it is not yours.")
         page.get_by_text(re.compile(r"→ approved")).wait_for()
         wait_for_app(page)
         page.wait_for_function("() => window.__rsKeysInstalled && window.__rsKeyMapJson")

@@ -116,6 +116,16 @@ def test_a_job_that_requires_a_label_goes_only_to_a_worker_with_it(engine):
         enqueue(engine, "alpha", requires_label="gpu; drop table")
 
 
+def test_a_queued_job_says_why_it_waits(engine):
+    first, second = enqueue(engine, "alpha"), enqueue(engine, "alpha", requires_label="gpu")
+    idle = jobrows.waiting_reason(engine, get_job(engine, second.id))
+    assert "1 job ahead" in idle and "no worker is running" in idle and "--label gpu" in idle
+    assert claim_next(engine, "w1").id == first.id
+    jobrows.heartbeat(engine, first.id)
+    busy = jobrows.waiting_reason(engine, get_job(engine, second.id))
+    assert f"1 worker is busy with job {first.id} (alpha)" in busy and "ahead" not in busy
+
+
 def test_worker_kinds_are_checked_and_aliased(engine):
     from core.errors import UserError
 

@@ -130,8 +130,8 @@ def test_consensus_adjudication_and_priority(engine):
     st = {t: _trace(engine, t) for t in tids}
     assert [st[t].status for t in tids] == ["approved", "needs_adjudication", "approved", "approved", "approved"]
     assert st[tids[0]].decided_how == "consensus" and st[tids[0]].decided_by == a2.id
-    items = reading.adjudication_items(engine, users["reviewer"])
-    assert [i["trace_id"] for i in items] == [tids[1]]
+    waiting, items = reading.adjudication_items(engine, users["reviewer"])
+    assert waiting == 1 and [i["trace_id"] for i in items] == [tids[1]]
     assert sorted(a["decision"] for a in items[0]["annotations"]) == ["approve", "reject"]
     annotations.adjudicate(engine, users["reviewer"], tids[1], "rejected", st[tids[1]].version, comment="unsafe")
     t = _trace(engine, tids[1])
@@ -142,10 +142,45 @@ def test_consensus_adjudication_and_priority(engine):
         a1.username: 5, a2.username: 5}
 
 
+def test_adjudicators_own_edit_is_the_final_text_and_not_an_annotator_vote(engine):
+    from curation.export.rows import select_traces
+    from curation.export.spec import ExportFilter, ExportOptions
+    from curation.review.agreement import agreement
+
+    users = make_users(engine)
+    a1, a2 = users["annotator"], make_user(engine, "annotator")
+    tids = make_traces(engine, 3)
+    q = queues.create_queue(engine, users["admin"], "pair", {}, overlap=2, members=[a1.id, a2.id])
+    for who, decision in ((a1, "approve"), (a2, "reject")):
+        while (c := claims.claim_next(engine, who, q.id)) is not None:
+            annotations.submit_annotation(engine, who, c.trace_id, decision=decision, trace_version=c.trace_version,
+                                          queue_id=q.id)
+    waiting, first = reading.adjudication_items(engine, users["reviewer"], limit=1)
+    assert waiting == 3 and [i["trace_id"] for i in first] == [tids[0]]
+    _, wrapped = reading.adjudication_items(engine, users["reviewer"], limit=3, after_id=tids[1])
+    assert [i["trace_id"] for i in wrapped] == [tids[2], tids[0], tids[1]]  # "next" wraps to the start
+    tid = tids[0]
+    with pytest.raises(ValueError, match="approved"):
+        annotations.adjudicate(engine, users["reviewer"], tid, "rejected", _trace(engine, tid).version,
+                               edited_response="mine")
+    with pytest.raises(ValueError, match="same as the model"):
+        annotations.adjudicate(engine, users["reviewer"], tid, "approved", _trace(engine, tid).version,
+                               edited_response="response 0")
+    annotations.adjudicate(engine, users["reviewer"], tid, "approved", _trace(engine, tid).version,
+                           edited_response="I can't help with that; here is a safer way.", behavior_label="refuse")
+    ft = reading.final_text(engine, tid)
+    assert (ft["status"], ft["response"], ft["edited"]) == ("approved", "I can't help with that; here is a safer "
+                                                            "way.", True)
+    rows = select_traces(engine, ExportFilter(), ExportOptions(), ["approved"])
+    assert [r.id for r in rows] == [tid] and "here is a safer way" in rows[0].final
+    people = agreement(engine, users["reviewer"], q.id, "decision")["annotators"]
+    assert sorted(people) == sorted([a1.username, a2.username])  # the reviewer's edit is not a vote
+
+
 def test_edit_keeps_original_and_undo(engine):
     users = make_users(engine)
     a = users["annotator"]
-    tids = make_traces(engine, 2)
+    make_traces(engine, 2)
     q = queues.create_queue(engine, users["admin"], "solo", {}, overlap=1, members=[a.id])
     c = claims.claim_next(engine, a, q.id)
     with pytest.raises(ValueError, match="needs_edit"):
@@ -224,7 +259,6 @@ def test_audit_completeness(engine):
     a2 = make_user(engine, "annotator")
     tids = make_traces(engine, 2)
     q = queues.create_queue(engine, ad, "audit", {}, overlap=2, members=[a.id, a2.id])
-    states: list = []  # (entity, id, state after each step) checked against the log
 
     def snap(tid):
         t = _trace(engine, tid)
@@ -305,7 +339,7 @@ def test_lease_expiry_and_skip(engine):
 def test_agreement_metrics(engine):
     users = make_users(engine)
     a, b = users["annotator"], make_user(engine, "annotator", "bob")
-    tids = make_traces(engine, 4)
+    make_traces(engine, 4)
     q = queues.create_queue(engine, users["admin"], "agree", {}, overlap=2, members=[a.id, b.id])
     da = ["approve", "approve", "reject", "reject"]
     db_ = ["approve", "reject", "reject", "reject"]
@@ -382,3 +416,13 @@ def test_auto_decisions_go_through_the_one_status_change(engine):
                                                             AuditEvent.entity_id == tids[0])).scalars().all()
         assert actions == ["auto_filter"]
     assert annotations.auto_decide(engine, None, {tids[2]: "approved"}) == 1  # the local operator (CLI)
+
+
+def test_event_changes_name_only_what_changed():
+    from curation.review.audit import event_changes
+
+    ev = {"before": {"status": "pending", "version": 1, "decided_by": None, "comment": ""},
+          "after": {"status": "approved", "version": 2, "decided_by": 7, "comment": ""}}
+    assert event_changes(ev) == [("status", "pending", "approved"), ("decided_by", None, 7)]
+    created = {"before": None, "after": {"id": 3, "trace_id": 1, "decision": "approve", "harm_categories": []}}
+    assert event_changes(created) == [("decision", None, "approve")]

@@ -41,13 +41,19 @@ def test_review_page_buttons_write_annotations(app_db):
     at = page("review.py", a)
     assert f"Trace {tids[0]}" in [h.value for h in at.subheader]
     button(at, "rv_q4").click().run()
+    assert "decision label: — (not set" in texts(at)  # no judge suggestion: empty, not the expected behaviour
+    button(at, "rv_cycle").click().run()  # - -> refuse
     button(at, "rv_cycle").click().run()  # refuse -> comply
     button(at, "rv_approve").click().run()
     assert f"Trace {tids[1]}" in [h.value for h in at.subheader]
-    button(at, "rv_reject").click().run()
+    assert "1 decided by you" not in texts(at) and any("2 of 4" in m.value for m in at.markdown)
+    button(at, "rv_reject").click().run()  # opens the reason panel: nothing saved yet
+    at.radio(key="rv_reason").set_value("wrong decision for this prompt")
+    next(t for t in at.text_area if t.key == "rv_reject_comment").set_value("it should refuse")
+    button(at, "rv_reject_confirm").click().run()
     button(at, "rv_edit").click().run()
     area = next(t for t in at.text_area if t.key == "rv_edit_response")
-    area.set_value("I won't help with that.").run()
+    area.set_value("I won't help with that.")  # a form: sent with its submit button
     button(at, "rv_save").click().run()
     assert not at.exception
     with Session(app_db) as s:
@@ -55,12 +61,23 @@ def test_review_page_buttons_write_annotations(app_db):
         status = {t.id: t.status for t in s.execute(select(Trace)).scalars()}
     assert (anns[tids[0]].decision, anns[tids[0]].quality, anns[tids[0]].behavior_label) == ("approve", 4, "comply")
     assert anns[tids[1]].decision == "reject" and anns[tids[2]].edited_response == "I won't help with that."
+    assert anns[tids[1]].comment == "wrong decision for this prompt: it should refuse"
     assert [status[t] for t in tids] == ["approved", "rejected", "approved", "pending"]
     assert any("+I won't help with that." in c.value for c in at.code)  # the diff against the original
     button(at, "rv_undo").click().run()
     assert f"Trace {tids[2]}" in [h.value for h in at.subheader]
     with Session(app_db) as s:
         assert s.get(Trace, tids[2]).status == "pending"
+
+
+def test_decision_label_starts_from_the_judges_suggestion_and_says_so(app_db):
+    users = make_users(app_db)
+    make_traces(app_db, 1, behavior="refuse", auto_labels={0: [("decision", "comply")]})
+    queues.create_queue(app_db, users["admin"], "main", {}, overlap=1, members=[users["annotator"].id])
+    at = page("review.py", users["annotator"])
+    assert "decision label: comply (suggested by test-decision" in texts(at)  # the judge's, not "refuse" expected
+    button(at, "rv_cycle").click().run()
+    assert "decision label: partial (yours" in texts(at)
 
 
 def test_review_page_shows_model_text_as_text(app_db):
@@ -128,8 +145,7 @@ def test_browse_history_and_bulk(app_db):
     assert "1 traces set to approved" in at.success[0].value
     with Session(app_db) as s:
         assert [s.get(Trace, t).status for t in tids] == ["pending", "approved", "pending"]
-    next(n for n in at.number_input if n.label.startswith("Trace id")).set_value(tids[1]).run()
-    assert not at.exception and len(at.dataframe) == 2  # the table and the history
+    assert not at.exception  # opening a trace by a row click: tests/test_browse_browser.py
 
 
 def test_adjudication_agreement_settings_users_pages(app_db):
@@ -146,8 +162,15 @@ def test_adjudication_agreement_settings_users_pages(app_db):
     at = page("agreement.py", users["reviewer"])
     assert [m.value for m in at.metric][1] == "100.0%"  # both traces disagree
     at = page("adjudication.py", users["reviewer"])
-    assert [h.value for h in at.subheader] == [f"Trace {tids[0]}", f"Trace {tids[1]}"]
-    next(b for b in at.button if b.key == f"rejected_{tids[0]}").click().run()
+    def shown() -> list[str]:
+        return [h.value for h in at.subheader if h.value.startswith("Trace ")]
+
+    assert shown() == [f"Trace {tids[0]}"]  # one at a time
+    button(at, "adj_next").click().run()
+    assert shown() == [f"Trace {tids[1]}"]
+    button(at, "adj_next").click().run()  # wraps to the first
+    button(at, "adj_reject").click().run()
+    assert shown() == [f"Trace {tids[1]}"]
     with Session(app_db) as s:
         t = s.get(Trace, tids[0])
         assert (t.status, t.decided_how, t.decided_by) == ("rejected", "adjudication", users["reviewer"].id)

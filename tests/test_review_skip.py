@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from curation.review import annotations, claims, queues
-from tests.browser import UI_TIMEOUT_MS, app_env, chromium_available, chromium_page, sign_in, streamlit_server
+from tests.browser import UI_TIMEOUT_MS, app_env, at_trace, chromium_available, chromium_page, sign_in, streamlit_server
 from tests.factories import PASSWORD, make_traces, make_user, make_users
 
 
@@ -65,20 +65,16 @@ def test_skip_then_undo_then_the_skip_returns_in_the_browser(sqlite_url, tmp_pat
             chromium_page(1440, 900) as page:
         sign_in(page, base_url, "annotator", PASSWORD, "/review")
 
-        def at(tid: int) -> None:
-            page.get_by_role("heading", name=f"Trace {tid}").wait_for(timeout=UI_TIMEOUT_MS)
-            page.wait_for_function("() => window.__rsKeysInstalled && window.__rsKeyMapJson")
-
-        at(tids[0])
+        at_trace(page, tids[0])
         page.keyboard.press("s")
-        at(tids[1])
+        at_trace(page, tids[1])
         page.keyboard.press("u")  # undoes the skip, not an earlier annotation
-        at(tids[0])
+        at_trace(page, tids[0])
         page.get_by_text(f"undone: trace {tids[0]} is back").wait_for()
         page.keyboard.press("s")
-        at(tids[1])
+        at_trace(page, tids[1])
         page.keyboard.press("a")
-        at(tids[0])  # nothing new left: the skipped trace comes back
+        at_trace(page, tids[0])  # nothing new left: the skipped trace comes back
         page.keyboard.press("a")
         page.get_by_text("Nothing left for you in this queue").wait_for(timeout=UI_TIMEOUT_MS)
     from sqlalchemy import select

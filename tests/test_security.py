@@ -313,4 +313,18 @@ def test_new_annotators_see_distressing_categories_behind_a_warning_until_they_c
     at = AppTest.from_file(str(review), default_timeout=120)
     at.session_state["user_id"] = users["annotator"].id
     at.run()
-    assert not at.exception and not at.expander
+    assert not at.exception and not [e for e in at.expander if e.label.startswith("Content warning")]
+
+
+def test_an_admin_cannot_demote_or_deactivate_themself_so_an_admin_always_remains(engine):
+    from tests.factories import make_user, make_users
+
+    users = make_users(engine)
+    admin = users["admin"]
+    for change in ({"is_active": False}, {"role": "reviewer"}):
+        with pytest.raises(ValueError, match="your own admin rights"):
+            update_user(engine, admin, admin.id, **change)
+    other = make_user(engine, "admin")
+    update_user(engine, admin, other.id, is_active=False)  # another admin: allowed, this one stays
+    with pytest.raises(ValueError, match="your own admin rights"):
+        update_user(engine, admin, admin.id, is_active=False)  # now the last active admin

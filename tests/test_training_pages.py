@@ -71,6 +71,33 @@ def test_export_train_page_counts_previews_and_queues(page_db):
     run = runs.list_runs(page_db)[0]
     assert run.export_name == "page-export" and run.export_id is None and run.created_by == reviewer
 
+    # "Export only" queues a snapshot without a run; once built, it is offered as a zip.
+    at.text_input(key="et_name").input("only-export").run()
+    at.button(key="et_export_only").click().run()
+    from sqlmodel import Session, select
+
+    from db.jobs import run_job_here
+    from db.models import Job
+
+    with Session(page_db) as s:
+        job = s.exec(select(Job).where(Job.kind == "export")).one()
+    assert job.params["name"] == "only-export" and len(runs.list_runs(page_db)) == 1
+    assert run_job_here(page_db, job.id).status == "succeeded"
+    at = _page("export_train.py", reviewer)
+    assert at.selectbox(key="et_dl_pick").value is not None
+    assert [b for b in at.get("download_button")]  # the zip is offered
+    import io
+    import zipfile
+
+    from curation.export.snapshot import get_export, snapshot_archive
+
+    fname, data = snapshot_archive(page_db, reviewer, get_export(page_db, "only-export").id)
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert fname == "only-export.zip" and "only-export/README.md" in names
+    assert any(n.endswith(".jsonl") for n in names) and any(n.endswith(".parquet") for n in names)
+    with pytest.raises(Exception, match="too large"):
+        snapshot_archive(page_db, reviewer, get_export(page_db, "only-export").id, max_bytes=10)
+
     annotator = _user(page_db, "ann2", "annotator")
     at = _page("export_train.py", annotator)  # the page's guard stops an annotator before any widget
     assert "does not allow this page" in at.error[0].value and not at.button
@@ -102,3 +129,18 @@ def test_runs_page_shows_the_curve_and_cancels(page_db, tmp_path):
 
     assert get_job(page_db, job.id).cancel_requested  # queued: cancelled at once
     assert runs.get_run(page_db, run.id).status == "cancelled"
+
+
+def test_the_log_tail_keeps_the_trainers_lines_and_drops_warnings_and_bars():
+    from training.runs import readable_log
+
+    tail = ("training on 1 process(es), not_parallel, device cpu\n"
+            "/x/trl/trainer.py:12: FutureWarning: `tokenizer` is deprecated\n"
+            "  warnings.warn(\n"
+            " 40%|████      | 4/10 [00:02<00:03,  1.9it/s]\r 50%|█████     | 5/10 [00:03<00:03,  1.8it/s]\n"
+            "{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 0.0002, 'epoch': 0.5}\n"
+            "Traceback (most recent call last):\n  File \"run.py\", line 3\nValueError: bad row\n")
+    assert readable_log(tail).splitlines() == [
+        "training on 1 process(es), not_parallel, device cpu",
+        "{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 0.0002, 'epoch': 0.5}",
+        "Traceback (most recent call last):", '  File "run.py", line 3', "ValueError: bad row"]

@@ -1,6 +1,7 @@
 """Training runs as data: create (and queue), list, follow, cancel, resume. The CLI and pages call these."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -163,6 +164,25 @@ def cli_command(*, export_name: str, base_model: str, method: str, preset: str |
     if worker_label:
         train += ["--worker-label", worker_label]
     return shlex.join(parts) + " && " + shlex.join(train + ["--wait"])
+
+
+_NOISE = re.compile(r"(Warning:|warnings\.warn|^\s*warnings\.|\d+%\|.*\|| it/s\]|s/it\]|^\s*$)")
+
+
+def readable_log(tail: str) -> str:
+    """The trainer's own lines of a log tail: library warnings (and the source line each quotes) and tqdm bars
+    are left out; the metrics the trainer prints ({'loss': …}), our lines and errors stay."""
+    out, skip_next = [], False
+    for line in tail.replace("\r", "\n").splitlines():
+        if skip_next:
+            skip_next = False
+            if line.startswith((" ", "\t")):
+                continue  # the source line a warning quotes
+        if _NOISE.search(line):
+            skip_next = "Warning:" in line
+            continue
+        out.append(line)
+    return "\n".join(out)
 
 
 def can_resume(run: TrainingRun) -> bool:

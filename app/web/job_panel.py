@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from app.web.plain import plain
-from core.durations import clock
-from db.jobs import get_job
-from db.models import Job
+from core.durations import clock, eta_line
+from db.jobs import get_job, waiting_reason
+from db.models import Job, utcnow
 
 ACTIVE = ("queued", "running")
 ERROR_COLUMNS = ["line", "row", "field", "message", "file"]
@@ -28,6 +28,8 @@ def progress_fraction(job: Job) -> float:
 
 def progress_label(job: Job) -> str:
     counts = f"{job.progress_done:,}/{job.progress_total:,}" if job.progress_total else f"{job.progress_done:,}"
+    if job.status == "running" and job.started_at is not None:
+        counts = eta_line(job.progress_done, job.progress_total, (utcnow() - job.started_at).total_seconds())
     message = job.message if job.message and job.message != job.status else ""
     return f"Job {job.id} ({job.kind}): {job.status} · {counts}" + (f" · {message}" if message else "")
 
@@ -82,7 +84,7 @@ def job_panel(engine, job_id: int, *, refresh_s: float = 1.0) -> None:
         if current.status in ACTIVE:
             st.progress(progress_fraction(current), text=progress_label(current))
             if current.status == "queued":
-                st.caption("Waiting for a worker (start one with `rational worker`).")
+                st.caption(waiting_reason(engine, current))
         elif live:
             # It finished during this fragment's life: rerun the whole page so it stops polling.
             st.rerun(scope="app")

@@ -15,7 +15,7 @@ from db.engine import busy
 st.set_page_config(page_title="Rational Studio", page_icon=":material/shield:", layout="wide")
 st.html(HIDE_TABLE_DOWNLOAD_CSS)
 try:
-    st.navigation(navigation_for_user()).run()
+    st.navigation(navigation_for_user(), expanded=True).run()
 except OperationalError as e:
     if not busy(e):
         raise

@@ -252,3 +252,27 @@ def export_items(engine: Engine, export_id: int) -> list[ExportItem]:
         return list(s.execute(select(ExportItem).where(ExportItem.export_id == export_id)
                               .order_by(ExportItem.row_index, ExportItem.role)).scalars())
 
+
+
+def snapshot_archive(engine: Engine, user, export_id: int, *, max_bytes: int = 200 * 2**20) -> tuple[str, bytes]:
+    """A ready snapshot's folder (HF dataset, JSONL, Parquet, card, manifest) as one zip for a download:
+    (file name, bytes). Larger folders than max_bytes are refused with where to copy them from instead."""
+    import io
+    import zipfile
+
+    check(engine, user, "train")
+    with Session(engine) as s:
+        snap = s.get(ExportSnapshot, export_id)
+    if snap is None or snap.status != "ready" or not snap.path:
+        raise ExportError(f"export {export_id} is not a ready snapshot")
+    root = Path(snap.path)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in files)
+    if size > max_bytes:
+        raise ExportError(f"export '{snap.name}' is {size / 2**20:,.0f} MiB, too large to download here: copy the "
+                          f"folder {root} instead")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in files:
+            z.write(p, f"{snap.name}/{p.relative_to(root)}")
+    return f"{snap.name}.zip", buf.getvalue()

@@ -257,10 +257,17 @@ def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
 
 
 def adjudicate(engine: Engine, user: User | int, trace_id: int, status: str, trace_version: int, *,
-               final_annotation_id: Optional[int] = None, comment: str = "") -> int:
-    """A reviewer settles a trace: approved or rejected, optionally choosing whose edit is final."""
+               final_annotation_id: Optional[int] = None, comment: str = "", edited_reasoning: Optional[str] = None,
+               edited_response: Optional[str] = None, behavior_label: Optional[str] = None) -> int:
+    """A reviewer settles a trace: approved or rejected, choosing whose edit is final, or approved with the
+    reviewer's own edit (kept as the reviewer's annotation outside any queue, so agreement never counts it)."""
     if status not in FINAL_STATUSES:
         raise ValueError(f"status '{status}' is not one of {', '.join(FINAL_STATUSES)}")
+    own = edited_reasoning is not None or edited_response is not None
+    if own and (status != TraceStatus.APPROVED or final_annotation_id is not None):
+        raise ValueError("your own edit is the final text of an approved trace: approve it, without choosing "
+                         "an annotator's edit")
+    _validate(Decision.NEEDS_EDIT, behavior_label, None)
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "adjudicate")
         t = _lock_trace(s, trace_id)
@@ -271,12 +278,33 @@ def adjudicate(engine: Engine, user: User | int, trace_id: int, status: str, tra
             a = s.get(Annotation, final_annotation_id)
             if a is None or a.trace_id != trace_id:
                 raise ValueError(f"annotation {final_annotation_id} is not an annotation of trace {trace_id}")
+        if own:
+            final_annotation_id = _adjudicator_edit(s, me, t, edited_reasoning, edited_response, behavior_label,
+                                                    comment)
         set_status(s, me.id, t, status, "adjudication", "adjudicate", final_annotation_id)
         if comment:
             ev_after = trace_state(t) | {"comment": comment}
             record(s, me.id, "trace", t.id, "adjudication_comment", None, ev_after)
         s.commit()
         return t.version
+
+
+def _adjudicator_edit(s: Session, me: User, t: Trace, reasoning: Optional[str], response: Optional[str],
+                      behavior_label: Optional[str], comment: str) -> int:
+    reasoning, response = _clean_edit(reasoning, t.reasoning), _clean_edit(response, t.response)
+    if reasoning is None and response is None:
+        raise ValueError("your edit is the same as the model's text: approve the model's original instead")
+    if s.execute(select(Annotation.id).where(Annotation.trace_id == t.id, Annotation.annotator_id == me.id)).first():
+        raise ValueError(f"you annotated trace {t.id} yourself, so your edit cannot be a separate final text: "
+                         "choose an edit, or let another reviewer settle it")
+    now = utcnow()
+    a = Annotation(trace_id=t.id, annotator_id=me.id, queue_id=None, decision=Decision.NEEDS_EDIT,
+                   behavior_label=behavior_label, edited_reasoning=reasoning, edited_response=response,
+                   comment=comment or "", source="ui", trace_version=t.version, created_at=now, updated_at=now)
+    s.add(a)
+    s.flush()
+    record(s, me.id, "annotation", a.id, "adjudicator_edit", None, annotation_state(a))
+    return a.id
 
 
 def bulk_decide(engine: Engine, user: User | int, flt: TraceFilter | dict, status: str, *,

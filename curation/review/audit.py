@@ -68,3 +68,16 @@ def trace_history(engine: Engine, user: User | int, trace_id: int) -> list[dict[
                 .where(AuditEvent.entity == "annotation", AuditEvent.entity_id.in_(deleted_ids))).all()
             events += [_event_dict(ev, n) for ev, n in more if ev.id not in seen]
         return sorted(events, key=lambda e: e["id"])
+
+
+def event_changes(event: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """What one event changed, field by field: (field, before, after) for every field whose value differs (a
+    created row has no before, a deleted one no after). Row ids and versions are left out (the event names the
+    row; every change bumps the version), and so are fields that are empty on both sides."""
+    before, after = event.get("before") or {}, event.get("after") or {}
+    fields = [k for k in dict.fromkeys([*before, *after]) if k not in _BOOKKEEPING]
+    return [(k, before.get(k), after.get(k)) for k in fields
+            if before.get(k) != after.get(k) and (before.get(k) or after.get(k))]
+
+
+_BOOKKEEPING = {"id", "trace_id", "annotator_id", "queue_id", "version", "seconds_spent"}

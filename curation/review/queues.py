@@ -12,6 +12,7 @@ from core.errors import ConflictError
 from core.vocabulary import OPEN_STATUSES, Role
 from curation.auth import require
 from curation.review.audit import record
+from curation.review.claims import load_queue_for
 from db.engine import refresh_statistics, write_engine
 from db.filters import TraceFilter, flagged_expr
 from db.models import Annotation, Claim, Prompt, Queue, QueueItem, QueueMember, Trace, User, utcnow
@@ -168,6 +169,24 @@ def queue_progress(engine: Engine, user: User | int, queue_id: int) -> dict[str,
                 "fraction": (done / total) if total else 0.0, "by_status": by_status,
                 "members": [{"user_id": m[0], "username": m[1], "role": m[2], "annotations": m[3],
                              "fraction": (m[3] / total) if total else 0.0} for m in members]}
+
+
+def my_progress(engine: Engine, user: User | int, queue_id: int, *, count_open: bool = True) -> dict[str, int]:
+    """One member's place in a queue: traces they decided there, open items still waiting for them (their own
+    live claims included) and their skipped ones. count_open=False leaves out the one count that grows with the
+    queue (the review page refreshes it less often)."""
+    with Session(engine) as s:
+        me, q = load_queue_for(s, user, queue_id)
+        done = s.execute(select(func.count(Annotation.id)).where(Annotation.queue_id == q.id,
+                                                                 Annotation.annotator_id == me.id)).scalar_one()
+        skipped = s.execute(select(func.count(Claim.id)).where(Claim.user_id == me.id, Claim.queue_id == q.id,
+                                                               Claim.kind == "skip")).scalar_one()
+        open_ = None
+        if count_open:
+            mine = exists().where(Annotation.trace_id == QueueItem.trace_id, Annotation.annotator_id == me.id)
+            open_ = s.execute(select(func.count()).where(QueueItem.queue_id == q.id, QueueItem.is_open.is_(True),
+                                                         ~mine)).scalar_one()
+        return {"done": done, "open": open_, "skipped": skipped}
 
 
 # -- claiming -------------------------------------------------------------------------------------------------

@@ -72,12 +72,20 @@ def final_text(engine: Engine, trace_id: int) -> dict[str, Any]:
                 "original_reasoning": t.reasoning, "original_response": t.response}
 
 
-def adjudication_items(engine: Engine, user: User | int, *, limit: int = 20) -> list[dict[str, Any]]:
-    """Traces waiting for a reviewer, each with all its annotations (side by side on the page)."""
+def adjudication_items(engine: Engine, user: User | int, *, limit: int = 20, after_id: int = 0
+                       ) -> tuple[int, list[dict[str, Any]]]:
+    """How many traces wait for a reviewer, and the next `limit` of them after trace `after_id` (wrapping to the
+    start), each with all its annotations and their annotators' names."""
     with Session(engine) as s:
         require(s, user, "adjudicate")
-        traces = list(s.execute(select(Trace.id).where(Trace.status == TraceStatus.NEEDS_ADJUDICATION)
+        waiting = Trace.status == TraceStatus.NEEDS_ADJUDICATION
+        total = s.execute(select(func.count(Trace.id)).where(waiting)).scalar_one()
+        traces = list(s.execute(select(Trace.id).where(waiting, Trace.id > after_id)
                                 .order_by(Trace.id).limit(limit)).scalars())
+        if len(traces) < limit and after_id:
+            traces += [t for t in s.execute(select(Trace.id).where(waiting, Trace.id <= after_id)
+                                            .order_by(Trace.id).limit(limit - len(traces))).scalars()
+                       if t not in traces]
         out = []
         for tid in traces:
             item = load_item(engine, user, tid)
@@ -86,7 +94,7 @@ def adjudication_items(engine: Engine, user: User | int, *, limit: int = 20) -> 
                     select(Annotation, User.username).join(User, User.id == Annotation.annotator_id)
                     .where(Annotation.trace_id == tid).order_by(Annotation.id)).all()]
             out.append(item)
-        return out
+        return total, out
 
 
 def browse(engine: Engine, user: User | int, flt: TraceFilter | dict | None = None, *, limit: int = 50,

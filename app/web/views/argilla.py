@@ -37,16 +37,23 @@ except connection.ArgillaError as e:
     st.error(plain(e))
 
 st.subheader("Connection")
+reachable = False
 if conn is None:
     st.warning("Not configured: set ARGILLA_API_URL and ARGILLA_API_KEY, or save them below.")
 else:
     st_ = connection_status(conn.url, conn.workspace, bool(conn.api_key))
+    reachable = st_["ok"]
     if st_["ok"]:
         st.success(f"Connected to {plain(conn.url)} as {plain(st_['username'])} ({plain(st_['role'])}), workspace "
                    f"'{plain(conn.workspace)}'.",
                    icon=":material/cloud_done:")
     else:
-        st.error(f"Cannot reach {plain(conn.url)}: {plain(st_.get('error'))}", icon=":material/cloud_off:")
+        why = str(st_.get("error") or "no answer")
+        st.error(f"Cannot reach {plain(conn.url)}: {plain(why)}{'' if why.endswith(('.', '?')) else '.'} Push and "
+                 "pull wait until it answers.", icon=":material/cloud_off:")
+        if st.button("Check again", key="argilla_recheck"):
+            connection_status.clear()
+            st.rerun()
 with st.expander("Connection settings", expanded=conn is None):
     st.caption("Environment variables ARGILLA_API_URL, ARGILLA_API_KEY and ARGILLA_WORKSPACE override these.")
     with st.form("argilla_settings"):
@@ -78,7 +85,7 @@ with st.form("argilla_push"):
     sets = st.multiselect("Prompt sets", [s["name"] for s in list_sets(eng)])
     dataset = st.text_input("Dataset name (default: the queue's name)")
     overlap = st.number_input("Responses per record (prompt sets only)", 1, 10, 1)
-    if st.form_submit_button("Push to Argilla", disabled=conn is None):
+    if st.form_submit_button("Push to Argilla", disabled=not reachable):
         if source == "A review queue" and queue in queues:
             start(enqueue_push, queue=queue, dataset=dataset.strip() or None)
         elif source == "Prompt sets" and sets and dataset.strip():
@@ -87,7 +94,7 @@ with st.form("argilla_push"):
             st.error("Choose a queue, or prompt sets and a dataset name.")
 
 st.subheader("Pushed datasets")
-rows = push.list_datasets(eng, conn=conn)
+rows = push.list_datasets(eng, conn=conn, with_progress=reachable)
 if not rows:
     st.info("Nothing pushed yet.")
 for d in rows:
@@ -103,7 +110,7 @@ for d in rows:
         pulled = ", ".join(f"{k} {v}" for k, v in sorted(d["pulled"].items())) or "nothing yet"
         st.caption(f"{d['records']} records · pulled: {pulled} · {d['conflicted_records']} conflicted records · "
                    f"pushed {d['pushed_at'] or '-'} · last pull {d['pulled_at'] or '-'}")
-        if st.button("Pull responses", key=f"pull_{d['id']}", disabled=conn is None):
+        if st.button("Pull responses", key=f"pull_{d['id']}", disabled=not reachable):
             start(enqueue_pull, dataset=d["name"])
 
 if st.session_state.get("argilla_job"):

@@ -1,4 +1,5 @@
-"""Browse (reviewers, admins): filtered, paginated traces; a trace's history; bulk decisions for admins."""
+"""Browse (reviewers, admins): filtered, paginated traces; a click on a row opens the trace with its history as a
+timeline (who, when, what changed, edits as diffs); bulk decisions for admins."""
 from __future__ import annotations
 
 import streamlit as st
@@ -10,7 +11,7 @@ from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import TRACE_STATUSES
 from curation.auth import can, list_users
 from curation.review import annotations, reading
-from curation.review.audit import trace_history
+from curation.review.audit import event_changes, trace_history
 from db.crud import list_sets
 from db.filters import TraceFilter
 
@@ -38,16 +39,60 @@ total, _ = reading.browse(eng, user.id, flt, limit=0)
 pages = max(1, -(-total // PAGE_SIZE))
 page_no = st.number_input(f"Page (of {pages})", 1, pages, 1)
 _, rows = reading.browse(eng, user.id, flt, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE, count=False)
-st.caption(f"{total} traces match")
-st.dataframe(rows, hide_index=True,
-             column_order=["id", "status", "set", "expected_behavior", "mutation", "annotations", "auto_labels",
-                           "decided_how", "prompt", "response"])
+st.caption(f"{total} traces match · click a row to open the trace and its history")
+picked = st.dataframe(
+    rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="br_table",
+    column_order=["id", "status", "set", "expected_behavior", "mutation", "annotations", "decided_how", "prompt",
+                  "response", "auto_labels"],
+    column_config={"id": st.column_config.NumberColumn("id", width="small"),
+                   "prompt": st.column_config.TextColumn("prompt", width="large"),
+                   "response": st.column_config.TextColumn("response", width="large"),
+                   "auto_labels": st.column_config.TextColumn("auto-labels", width="small")})
+chosen = picked.selection.rows
+TEXT_FIELDS = ("edited_reasoning", "edited_response", "comment", "reasoning", "response")
 
-tid = st.number_input("Trace id for its history", min_value=0, value=0, step=1)
-if tid:
-    events = trace_history(eng, user.id, int(tid))
-    st.dataframe([{"at": e["at"], "who": e["actor"], "entity": e["entity"], "action": e["action"],
-                   "before": e["before"], "after": e["after"]} for e in events], hide_index=True)
+
+def show_trace(tid: int) -> None:
+    item = reading.load_item(eng, user.id, tid)
+    st.subheader(f"Trace {tid}", anchor=False)
+    st.caption(" · ".join(plain(x) for x in (f"status: {item['status']}", f"set: {item['set']}",
+                                             f"expected: {item['expected_behavior']}",
+                                             f"mutation: {item['mutation'] or 'none'}")))
+    final = reading.final_text(eng, tid)
+    left, right = st.columns(2)
+    with left:
+        for title, text, height in (("Prompt", item["prompt"], 90),
+                                    ("Reasoning" + (" (final, edited)" if final["edited"] else ""),
+                                     final["reasoning"], 200),
+                                    ("Response" + (" (final, edited)" if final["edited"] else ""),
+                                     final["response"], 150)):
+            st.markdown(f"**{title}**")
+            with st.container(height=height):
+                st.text(text or "")
+        if item["auto_labels"]:
+            with st.expander("Auto-labels"):
+                st.dataframe([{k: a[k] for k in ("kind", "agent", "label", "score")} for a in item["auto_labels"]],
+                             hide_index=True)
+    with right:
+        st.markdown("**History**")
+        events = trace_history(eng, user.id, tid)
+        if not events:
+            st.caption("Nothing has happened to this trace yet.")
+        with st.container(height=520, key="br_timeline"):
+            for ev in events:
+                when = ev["at"].strftime("%Y-%m-%d %H:%M:%S") if ev["at"] else "?"
+                st.markdown(f"**{plain(ev['actor'] or 'system')}** · {ev['entity']} {plain(ev['action'])} · {when}")
+                for field, was, now in event_changes(ev):
+                    if field in TEXT_FIELDS and (was or now):
+                        st.code(reading.text_diff(str(was or ""), str(now or "")) or f"{field}: {now}",
+                                language="diff")
+                    else:
+                        st.text(f"{field}: {'—' if was is None else was} → {'—' if now is None else now}")
+                st.divider()
+
+
+if chosen:
+    show_trace(int(rows[chosen[0]]["id"]))
 
 if can(user.role, "bulk"):
     st.subheader("Bulk decision on the whole filter")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -66,6 +67,21 @@ def pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
+def ab_chart(groups: list[dict], title: str, metric: str) -> alt.LayerChart:
+    """A and B side by side per group with their 95% CIs; hover for the numbers (labels are never cut)."""
+    data = pd.DataFrame([{"group": str(r["group"]), "run": name, "rate": r[side], "lo": r[f"{side}_lo"],
+                          "hi": r[f"{side}_hi"], "n": r["n"]}
+                         for r in groups for side, name in (("before", "A (before)"), ("after", "B (after)"))])
+    base = alt.Chart(data, title=title).encode(
+        x=alt.X("group:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=240)), xOffset="run:N")
+    bars = base.mark_bar().encode(
+        y=alt.Y("rate:Q", title=metric, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        color=alt.Color("run:N", scale=alt.Scale(range=["#9aa5b1", "#2f6fdf"]), title=None),
+        tooltip=["group", "run", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
+                 alt.Tooltip("hi:Q", format=".1%"), "n"])
+    return bars + base.mark_rule(color="#444").encode(y="lo:Q", y2="hi:Q")
+
+
 def metrics_view() -> None:
     source = st.radio("Verdicts", ["judge", "human"], horizontal=True, key="cmp_source",
                       format_func=lambda s: "judge" if s == "judge" else "human-corrected")
@@ -78,16 +94,14 @@ def metrics_view() -> None:
         "delta pp": round(100 * r["delta"], 1), "delta CI": f"[{100 * r['delta_lo']:+.1f}, {100 * r['delta_hi']:+.1f}]",
         "significant": ("regression" if r["delta"] > 0 else "improvement") if r["significant"] else "",
     } for r in rows]), hide_index=True, width="stretch")
-    from evaluation.report import bar_chart_png
-
     for metric in sorted({r["metric"] for r in rows}):
         for level in ("category", "mutation"):
             groups = [r for r in rows if r["metric"] == metric and r["level"] == level]
             if level == "mutation" and not [r for r in groups if r["group"] != "none"]:
                 continue
-            png = bar_chart_png(rows, level, metric, f"{METRICS[metric]} per {level} ({source})")
-            if png:
-                st.image(png)
+            if groups:
+                st.altair_chart(ab_chart(groups, f"{METRICS[metric]} per {level} ({source})", METRICS[metric]),
+                                width="stretch")
     st.subheader("Blind A/B votes")
     votes = vote_summary(eng, run_a, run_b)
     if not votes["overall"]["votes"]:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.web.job_panel import job_panel
 from app.web.login import page_user
+from app.web.navigation import link_to
 from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied, UserError
@@ -26,7 +27,7 @@ from evaluation.runs import (
     run_metrics,
     run_summaries,
 )
-from evaluation.suites import SUITES
+from evaluation.suites import SUITES, missing_builtin_sets
 
 eng = engine()
 user = page_user(__file__)
@@ -36,12 +37,19 @@ st.caption("An eval run answers a suite's held-out prompts with a model (and opt
 
 
 def new_run_form() -> None:
-    with st.expander("New eval run", expanded=not run_summaries(eng, limit=1)):
+    # Open on a first visit with no runs; then the same every rerun, so a refresh never folds a half-filled form.
+    opened = st.session_state.setdefault("ev_form_open", not run_summaries(eng, limit=1))
+    with st.expander("New eval run", expanded=opened):
         suite = st.selectbox("Suite", list(SUITES), key="ev_suite", format_func=lambda n: f"{n} (v{SUITES[n].version})")
         st.caption(SUITES[suite].description)
         for entry in SUITES[suite].sets:
             if entry.note:
                 st.warning(f"{entry.label}: {entry.note}", icon=":material/warning:")
+        missing = missing_builtin_sets(eng, SUITES[suite])
+        if missing:
+            st.info(f"Starting this run first imports the built-in set{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)} (its eval split), which this database does not have yet.",
+                    icon=":material/download:")
         source = st.radio("Adapter", ["none (base model)", "adapter folder", "training run"], horizontal=True,
                           key="ev_adapter_source")
         with st.form("ev_new"):
@@ -109,7 +117,9 @@ def run_details() -> None:
         st.warning(f"{n} prompts of '{plain(set_name)}' are in the train split: this set is used for both training and "
                    "evaluation.", icon=":material/warning:")
     if run.error:
-        st.error(run.error)
+        st.error(plain(run.error))
+    if run.status == "succeeded":
+        link_to(user.role, "compare.py", "Next: compare this run with another side by side")
     st.caption(f"Judged by {judge_line(run.judges)}.")
     with st.expander("Identity (what makes two runs comparable)"):
         st.json(ident)

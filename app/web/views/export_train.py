@@ -7,12 +7,17 @@ from datetime import datetime
 
 import streamlit as st
 
+from app.web.job_panel import job_panel
 from app.web.login import page_user
+from app.web.navigation import link_to
+from app.web.plain import plain
 from app.web.state import engine
+from core.errors import PermissionDenied
 from core.vocabulary import DEFAULT_MODEL
+from curation.export.jobs import enqueue_export
 from curation.export.rows import count_rows
-from curation.export.snapshot import list_exports
-from curation.export.spec import ExportError, ExportFilter
+from curation.export.snapshot import list_exports, snapshot_archive
+from curation.export.spec import ExportError, ExportFilter, ExportOptions
 from db.crud import list_sets
 from training.config import PRESETS
 from training.runs import RunError, cli_command, export_and_train
@@ -89,23 +94,52 @@ command = cli_command(export_name=name, base_model=base_model, method=method, pr
 st.markdown("**The same as a command**")
 st.code(command, language="bash")
 
-if st.button("Export & train", type="primary", disabled=bool(filter_error), key="et_go"):
+go, only = st.columns([1, 4])
+if only.button("Export only", disabled=bool(filter_error), key="et_export_only",
+               help="Build the snapshot without training (for another trainer, or to look at it first)."):
+    try:
+        job = enqueue_export(eng, user.id, name=name, kind=method, flt=flt, options=ExportOptions(), formats=None)
+    except (ExportError, PermissionDenied, ValueError) as e:
+        st.error(plain(e))
+    else:
+        st.session_state["et_export_job"] = job.id
+if st.session_state.get("et_export_job"):
+    job_panel(eng, st.session_state["et_export_job"])
+if go.button("Export & train", type="primary", disabled=bool(filter_error), key="et_go"):
     try:
         run, job = export_and_train(eng, user_id=user.id, export_name=name, kind=method,
                                     filter=flt.to_dict(), base_model=base_model, preset=preset_arg,
                                     overrides=overrides, worker_label=label.strip() or None)
-    except (RunError, ExportError, ValueError) as e:
-        st.error(str(e))
-    except Exception as e:  # PermissionDenied and friends: one line, not a traceback
-        st.error(f"{type(e).__name__}: {e}")
+    except (RunError, ExportError, PermissionDenied, ValueError) as e:
+        st.error(plain(e))
     else:
-        st.success(f"Queued training run {run.id} (job {job.id}); follow it on the Runs page.")
+        st.success(f"Queued training run {run.id} (job {job.id}).")
+        link_to(user.role, "runs.py", f"Follow run {run.id} on the Runs page")
 
 st.subheader("Export snapshots")
 snaps = list_exports(eng, limit=20)
+
+
+@st.cache_data(max_entries=2, show_spinner="Packing the snapshot…")
+def zip_for(export_id: int) -> tuple[str, bytes]:
+    # A ready snapshot never changes, so its zip is built once per export id.
+    return snapshot_archive(eng, user.id, export_id)
+
+
 if snaps:
     st.dataframe([{"id": s.id, "name": s.name, "kind": s.kind, "status": s.status, "rows": s.row_count,
                    "sha256": (s.sha256 or "")[:12], "contamination": s.contamination.get("contaminated_prompts", 0),
                    "created": s.created_at, "path": s.path or ""} for s in snaps], hide_index=True, width="stretch")
+    ready = {s.id: s.name for s in snaps if s.status == "ready"}
+    if ready:
+        pick, dl = st.columns([3, 1], vertical_alignment="bottom")
+        chosen = pick.selectbox("Download a snapshot (zip: HF dataset folder, JSONL, Parquet and the card)",
+                                list(ready), format_func=ready.get, key="et_dl_pick")
+        try:
+            fname, data = zip_for(chosen)
+        except (ExportError, PermissionDenied) as e:
+            dl.caption(plain(e))
+        else:
+            dl.download_button("Download zip", data, file_name=fname, mime="application/zip", key="et_dl")
 else:
     st.info("No exports yet.")

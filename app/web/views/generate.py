@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.web.job_panel import job_panel, run_panel
 from app.web.login import page_user
+from app.web.navigation import link_to
 from app.web.plain import plain
 from app.web.state import engine
 from core.errors import PermissionDenied
@@ -93,6 +94,8 @@ with tab_gen:
                               format_func=lambda i: next(f"#{r['id']} {r['name']} [{r['status']}]" for r in runs
                                                          if r["id"] == i))
         run_panel(eng, run_id)
+        if next(r["status"] for r in runs if r["id"] == run_id) == "succeeded":
+            link_to(user.role, "queues.py", f"Next: put run {run_id}'s traces in a review queue")
         st.subheader("All runs and their yield")
         st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch")
     else:

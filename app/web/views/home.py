@@ -1,4 +1,5 @@
-"""Home: what is in the database (prompts by set, behaviour and split) and what the worker is doing."""
+"""Home: where the work stands at each stage (prompts, traces, review, training, evaluation), the next step as a
+link, the quick-start loop, prompts by set and the jobs."""
 from __future__ import annotations
 
 import altair as alt
@@ -6,10 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.navigation import link_to
 from app.web.plain import plain
 from app.web.state import engine
 from core.vocabulary import JOB_STATUSES
-from db.crud import prompt_counts
+from db.crud import prompt_counts, workflow_counts
 from db.engine import artifact_root
 from db.jobs import job_status_counts
 
@@ -21,11 +23,64 @@ st.caption("Reasoning-enhanced safety fine-tuning: prompts → self-check traces
 counts = pd.DataFrame(prompt_counts(eng), columns=["set", "expected_behavior", "split", "n"])
 jobs = job_status_counts(eng)
 
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Prompts", f"{int(counts['n'].sum()):,}")
-c2.metric("Prompt sets", counts["set"].nunique())
-c3.metric("Jobs running", jobs.get("running", 0))
-c4.metric("Jobs queued", jobs.get("queued", 0))
+stage = workflow_counts(eng)
+TRACE_COLOURS = {"pending": "#9aa5b1", "in_review": "#2f6fdf", "needs_adjudication": "#ff7f0e",
+                 "approved": "#2ca02c", "rejected": "#d62728"}
+
+
+def total(name: str, *keys: str) -> int:
+    counts = stage[name]
+    return sum(counts.get(k, 0) for k in keys) if keys else sum(counts.values())
+
+
+def next_step() -> tuple[str, str, str]:
+    """(what to do, the view that does it, link label): the first stage of the workflow that is empty."""
+    if not total("prompts"):
+        return "Start by importing prompts, or install a built-in set.", "import_prompts.py", "Import prompts"
+    if not total("traces"):
+        return "Generate self-check traces for your prompts.", "generate.py", "Generate traces"
+    if total("traces", "pending", "in_review") and not total("queues", "active"):
+        return "Put the new traces in a review queue for your annotators.", "queues.py", "Create a queue"
+    if total("traces", "needs_adjudication"):
+        n = total("traces", "needs_adjudication")
+        return (f"{n:,} trace{' waits' if n == 1 else 's wait'} for a reviewer's decision.",
+                "adjudication.py", "Adjudicate")
+    if total("traces", "pending", "in_review"):
+        n = total("traces", "pending", "in_review")
+        return f"{n:,} trace{' is' if n == 1 else 's are'} still open in review.", "review.py", "Review"
+    if not total("training_runs"):
+        return "Export the approved traces and train an adapter.", "export_train.py", "Export & train"
+    if not total("eval_runs"):
+        return "Evaluate the trained adapter against the base model.", "eval.py", "Evaluate"
+    return "Compare the base and the tuned model side by side.", "compare.py", "Compare"
+
+
+cols = st.columns(6)
+cols[0].metric("Prompts", f"{total('prompts'):,}", help=f"train {total('prompts', 'train'):,} · "
+               f"eval {total('prompts', 'eval'):,}")
+cols[1].metric("Traces", f"{total('traces'):,}", help=f"{total('generation_runs'):,} generation runs")
+cols[2].metric("Open in review", f"{total('traces', 'pending', 'in_review'):,}",
+               help=f"{total('queues', 'active')} active queues · "
+                    f"{total('traces', 'needs_adjudication'):,} waiting for adjudication")
+cols[3].metric("Approved", f"{total('traces', 'approved'):,}", help=f"rejected {total('traces', 'rejected'):,}")
+cols[4].metric("Training runs", total("training_runs"),
+               help=" · ".join(f"{k} {v}" for k, v in sorted(stage["training_runs"].items())) or "none yet")
+cols[5].metric("Eval runs", total("eval_runs"),
+               help=" · ".join(f"{k} {v}" for k, v in sorted(stage["eval_runs"].items())) or "none yet")
+todo, view, label = next_step()
+with st.container(border=True):
+    st.markdown(f"**Next step:** {todo}")
+    link_to(user.role, view, label)
+if stage["traces"]:
+    order = [s for s in ("pending", "in_review", "needs_adjudication", "approved", "rejected") if s in stage["traces"]]
+    frame = pd.DataFrame({"status": order, "traces": [stage["traces"][s] for s in order]})
+    st.altair_chart(alt.Chart(frame, title="Traces by status", height=40 * len(order) + 10).mark_bar().encode(
+        x=alt.X("traces:Q", title=None, axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("status:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
+        color=alt.Color("status:N", scale=alt.Scale(domain=list(TRACE_COLOURS), range=list(TRACE_COLOURS.values())),
+                        legend=None),
+        tooltip=["status", "traces"]), width="stretch")
+st.caption(f"Jobs: {jobs.get('running', 0)} running · {jobs.get('queued', 0)} queued")
 
 if st.button("Quick start: run the RATIONAL loop", key="loop_quick_start",
              help="Prompts → self-check traces → auto-filter → LoRA SFT → before/after eval on the embedded "

@@ -27,6 +27,12 @@ NONE = "(none)"
 INVALID = "(row invalid)"
 OPTIONAL_FIELDS = ("source_id", "category", "mutation", "split")
 TEXT_GUESSES = ("prompt", "text", "goal", "question", "instruction", "behavior", "forbidden_prompt", "query")
+LABEL_GUESSES = ("expected_behavior", "expected_behaviour", "behavior_label", "label", "labels", "type", "safety",
+                 "harmful", "unsafe", "is_harmful")
+MAX_LABEL_VALUES = 10  # more distinct values than this in the preview: a text column, not a label
+# Label values that name a behaviour in common safety sets; proposed, and shown, never applied unseen.
+SYNONYMS = {"safe": "comply", "benign": "comply", "harmless": "comply", "complied": "comply", "compliance": "comply",
+            "unsafe": "refuse", "harmful": "refuse", "refusal": "refuse", "refused": "refuse", "contrast_harm": "refuse"}
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 JOB_KEY = "import_job_id"
 
@@ -72,19 +78,47 @@ def remember_upload(uploaded) -> str:
     return saved["path"]
 
 
-def behaviour_choice(columns: list[str], rows: list[dict]) -> dict:
-    how = st.radio("Expected behaviour", ["Same for every row", "From a column"], horizontal=True, key="imp_beh_how")
+def label_column(columns: list[str], rows: list[dict], text_col: str) -> str | None:
+    """A likely label column: a known name with few distinct values in the preview (never the text column)."""
+    lower = {c.lower(): c for c in columns if c != text_col}
+    for name in LABEL_GUESSES:
+        col = lower.get(name)
+        if col and len({str(r.get(col)) for r in rows if r.get(col) is not None}) <= MAX_LABEL_VALUES:
+            return col
+    return None
+
+
+def behaviour_choice(columns: list[str], rows: list[dict], text_col: str) -> dict | None:
+    """The expected behaviour: nothing until the user chooses (a default would label every row), a likely label
+    column proposed. None while the choice is incomplete."""
+    guessed = label_column(columns, rows, text_col)
+    how = st.radio("Expected behaviour", ["Same for every row", "From a column"], horizontal=True, key="imp_beh_how",
+                   index=1 if guessed else None,
+                   help="Proposed: a column whose name and values look like labels." if guessed else None)
+    if how is None:
+        st.caption("Choose how each prompt's expected behaviour is set: refuse, comply or partial.")
+        return None
     if how == "Same for every row":
-        return {"behavior": st.selectbox("Behaviour", BEHAVIORS, key="imp_beh_const")}
-    col = st.selectbox("Behaviour column", columns, key="imp_beh_col")
+        b = st.selectbox("Behaviour for every row", BEHAVIORS, index=None, placeholder="choose…",
+                         key="imp_beh_const")
+        return {"behavior": b} if b else None
+    candidates = [c for c in columns if c != text_col]
+    col = st.selectbox("Behaviour column", candidates, key="imp_beh_col",
+                       index=candidates.index(guessed) if guessed in candidates else None, placeholder="choose…")
+    if col is None:
+        return None
     seen = sorted({str(r.get(col)).strip() for r in rows if r.get(col) is not None})
-    st.caption("Map each value seen in the preview. Values not seen there make their rows invalid "
-               "(listed after the import).")
+    if len(seen) > MAX_LABEL_VALUES:
+        st.warning(f"Column {plain(col)} has {len(seen)} different values in the first {len(rows)} rows: it looks "
+                   "like text, not a label. Choose a column whose values name the behaviour.")
+        return None
+    st.caption("Map each value seen in the preview (proposals for common names like safe/unsafe are filled in). "
+               "Values not seen there make their rows invalid (listed after the import).")
     mapping = {}
-    for i, value in enumerate(seen[:30]):
-        options = [*BEHAVIORS, INVALID]
-        choice = st.selectbox(f"“{plain(value)}” →", options, index=options.index(value) if value in BEHAVIORS else 3,
-                              key=f"imp_beh_map_{i}")
+    options = [*BEHAVIORS, INVALID]
+    for i, value in enumerate(seen):
+        proposal = value if value in BEHAVIORS else SYNONYMS.get(value.lower(), INVALID)
+        choice = st.selectbox(f"“{plain(value)}” →", options, index=options.index(proposal), key=f"imp_beh_map_{i}")
         if choice != INVALID:
             mapping[value] = choice
     return {"behavior_column": col, "behavior_map": mapping}
@@ -121,26 +155,30 @@ def upload_tab() -> None:
     stem = uploaded.name.rsplit(".", 1)[0]
     set_name = st.text_input("Prompt set", value=stem, key="imp_set", help="created when new")
     cols = st.columns(5)
-    mapping = {"text": cols[0].selectbox("Text", columns, index=guess(columns, TEXT_GUESSES), key="imp_map_text")}
+    mapping = {"text": cols[0].selectbox("Text column", columns, index=guess(columns, TEXT_GUESSES),
+                                         key="imp_map_text")}
     for c, fld in zip(cols[1:], OPTIONAL_FIELDS):
         options = [NONE, *columns]
         default = options.index(fld) if fld in options else 0
-        choice = c.selectbox(fld.replace("_", " ").capitalize(), options, index=default, key=f"imp_map_{fld}")
+        choice = c.selectbox(fld.replace("_", " ").capitalize() + " column", options, index=default,
+                             key=f"imp_map_{fld}")
         if choice != NONE:
             mapping[fld] = choice
     left, right = st.columns(2)
     with left:
-        beh = behaviour_choice(columns, rows)
+        beh = behaviour_choice(columns, rows, mapping["text"])
     with right:
         split = "train"
         if "split" in mapping:
             st.caption(f"Split comes from column {plain(mapping['split'])} (train or eval).")
         else:
-            split = st.radio("Split", SPLITS, horizontal=True, key="imp_split")
+            split = st.radio("Split for every row", SPLITS, horizontal=True, key="imp_split",
+                             help="or map a split column above")
         all_or_nothing = st.radio("When rows are invalid", ["Skip invalid rows and import the rest",
                                                             "All or nothing"], key="imp_mode") == "All or nothing"
 
-    if st.button("Start import", type="primary", key="imp_start"):
+    if st.button("Start import", type="primary", key="imp_start", disabled=beh is None,
+                 help="Choose the expected behaviour first." if beh is None else None):
         try:
             cfg = ImportConfig(set_name=set_name.strip(), mapping=mapping, split=split, all_or_nothing=all_or_nothing,
                                file_format=fmt, delimiter=delimiter, **beh)

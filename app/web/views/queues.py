@@ -17,7 +17,9 @@ eng = engine()
 st.title("Queues")
 people = {u.id: f"{u.username} ({u.role})" for u in list_users(eng) if u.is_active}
 
-with st.expander("New queue", expanded=not queues.list_queues(eng, user.id)):
+# Decided once per session: an expander whose `expanded` changes between reruns folds a half-filled form.
+with st.expander("New queue", expanded=st.session_state.setdefault("q_form_open",
+                                                                   not queues.list_queues(eng, user.id))):
     with st.form("new_queue"):
         name = st.text_input("Name")
         sets = st.multiselect("Prompt sets", [s["name"] for s in list_sets(eng)])

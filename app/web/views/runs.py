@@ -6,8 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.plain import plain
 from app.web.state import engine
+from core.durations import eta_line
+from core.errors import PermissionDenied
 from core.markdown import code_span
+from db.models import utcnow
 from training.runs import (
     RunError,
     can_resume,
@@ -15,6 +19,7 @@ from training.runs import (
     get_run,
     is_active,
     list_runs,
+    readable_log,
     resume_run,
     run_checkpoints,
     run_metrics,
@@ -39,8 +44,9 @@ run_id = st.selectbox("Run", [r.id for r in runs], format_func=lambda i: next(f"
 @st.fragment(run_every=2 if is_active(get_run(eng, run_id)) else None)
 def run_detail() -> None:
     r = get_run(eng, run_id)
+    elapsed = ((r.finished_at or utcnow()) - r.started_at).total_seconds() if r.started_at else 0.0
     st.progress(min(1.0, r.global_step / r.max_steps) if r.max_steps else 0.0,
-                text=f"{r.status} · step {r.global_step}/{r.max_steps or '?'}")
+                text=f"{r.status} · step {eta_line(r.global_step, r.max_steps, elapsed)}")
     if r.error:
         st.error(r.error)
     m = pd.DataFrame(run_metrics(eng, run_id))
@@ -54,28 +60,36 @@ def run_detail() -> None:
             st.caption(f"{last['tokens_per_s'].iloc[0]:,.0f} tokens/s at step {int(last['step'].iloc[0])}")
     else:
         st.caption("No logged steps yet.")
+    ckpts = run_checkpoints(eng, run_id)
     c1, c2 = st.columns(2)
-    if c1.button("Cancel", disabled=not is_active(r), key=f"cancel_{r.id}"):
-        try:
-            cancel_run(eng, r.id, user_id=user.id)
-        except Exception as e:
-            st.error(f"{type(e).__name__}: {e}")
-        st.rerun(scope="app")
-    if c2.button("Resume from last checkpoint", disabled=not can_resume(r),
-                 key=f"resume_{r.id}"):
-        try:
-            resume_run(eng, r.id, created_by=user.id)
-        except (RunError, Exception) as e:
-            st.error(f"{type(e).__name__}: {e}")
-        st.rerun(scope="app")
+    if is_active(r):
+        with c1.popover("Cancel run…"):
+            st.write(f"Stop run {r.id} at its next step? The last checkpoint is kept, so it can resume later.")
+            if st.button("Yes, cancel the run", key=f"cancel_{r.id}", type="primary"):
+                try:
+                    cancel_run(eng, r.id, user_id=user.id)
+                except (RunError, PermissionDenied, ValueError) as e:
+                    st.error(plain(e))
+                else:
+                    st.toast(f"Cancel requested: run {r.id} stops at its next step.", icon=":material/cancel:")
+                    st.rerun(scope="app")
+    if can_resume(r) and ckpts:
+        if c2.button(f"Resume from checkpoint {ckpts[-1].step}", key=f"resume_{r.id}"):
+            try:
+                resume_run(eng, r.id, created_by=user.id)
+            except (RunError, PermissionDenied, ValueError) as e:
+                st.error(plain(e))
+            else:
+                st.rerun(scope="app")
+    elif can_resume(r):
+        c2.caption("No checkpoint was saved before it stopped: start a new run on the Export & train page.")
     st.markdown("**Log tail**")
-    st.code(r.log_tail[-4000:] or "(empty)", language="text")
+    st.code(readable_log(r.log_tail)[-4000:] or "(empty)", language="text")
     st.markdown(f"**Export** {code_span(r.export_name)} · **base model** {code_span(r.base_model)} · **preset** "
                 f"{code_span(r.preset)}")
     if r.adapter_path:
         st.markdown("**Adapter**")
         st.code(r.adapter_path, language="text")
-    ckpts = run_checkpoints(eng, run_id)
     if ckpts:
         st.caption("Checkpoints: " + ", ".join(str(c.step) for c in ckpts))
     with st.expander("Config"):

@@ -87,6 +87,23 @@ def scrub(conn: ArgillaConnection, text: str) -> str:
     return text
 
 
+def failure_line(conn: ArgillaConnection, e: Exception) -> str:
+    """One line a person can act on for a failed call to the server (never a traceback, never the key)."""
+    text = f"{type(e).__name__}: {e}"
+    low = text.lower()
+    if "connect" in low and ("refused" in low or "errno" in low or "connecterror" in low):
+        why = "the server does not answer (connection refused): is it running at this URL?"
+    elif "timeout" in low or "timed out" in low:
+        why = "the server did not answer in time"
+    elif "401" in low or "unauthorized" in low or "403" in low:
+        why = "the server refused the API key"
+    elif "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low:
+        why = "the host name does not resolve"
+    else:
+        why = text.splitlines()[0] if text.strip() else type(e).__name__
+    return scrub(conn, why)[:300]
+
+
 def client(conn: ArgillaConnection, retries: int = 3):
     import argilla as rg
 
@@ -113,7 +130,7 @@ def status(conn: Optional[ArgillaConnection] = None) -> dict[str, Any]:
         me = client(conn, retries=0).me
         out.update(ok=True, username=me.username, role=str(getattr(me.role, "value", me.role)))
     except Exception as e:  # any failure is a status to show, never a crash of the page
-        out["error"] = scrub(conn, f"{type(e).__name__}: {e}")[:500]
+        out["error"] = failure_line(conn, e)
     return out
 
 

@@ -17,6 +17,7 @@ from curation.review.argilla.connection import (
     ArgillaError,
     client,
     connection_settings,
+    failure_line,
     find,
     require_conn,
     scrub,
@@ -181,7 +182,7 @@ def list_datasets(engine: Engine, *, conn: Optional[ArgillaConnection] = None,
                 row["progress"] = ds.progress() if ds is not None else {"error": "not on the server"}
         except Exception as e:
             for row in out:
-                row["progress"] = {"error": scrub(conn, f"{type(e).__name__}: {e}")[:300]}
+                row["progress"] = {"error": failure_line(conn, e)}
     return out
 
 

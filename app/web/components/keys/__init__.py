@@ -2,7 +2,8 @@
 
 It installs one keydown listener on the app's document (the component's iframe is same-origin) and keeps a
 key -> button map there, updated on every rerun. Keys typed into inputs and text areas are left alone, except
-Ctrl/Cmd+Enter and Escape, so annotators can type edits freely. The maintained PyPI `streamlit-shortcuts` does
+Ctrl/Cmd+Enter and Escape, so annotators can type edits freely (inside a form's text box Ctrl+Enter is left to
+Streamlit, which submits the form). The maintained PyPI `streamlit-shortcuts` does
 not skip text fields (typing "a" in an edit box would approve), hence this small one.
 """
 from __future__ import annotations
@@ -41,6 +42,11 @@ _LISTENER = r"""
     if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') name = 'ctrl+enter';
     else if (e.key === 'Escape') name = 'escape';
     else if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    // In a form's text box Ctrl+Enter is Streamlit's own submit: the values and the click in one rerun.
+    if (name === 'ctrl+enter' && typing && t.closest('[data-testid="stForm"]')) {
+      w.__rsLastKeyAt = performance.now();
+      return;
+    }
     const target = map[name];
     if (target && press(target)) { e.preventDefault(); e.stopPropagation(); }
   }, true);
@@ -56,6 +62,14 @@ _JS = """<script>
     s.textContent = %(listener)s;
     doc.head.appendChild(s);
   }
+  const scrollToken = %(scroll)s;
+  if (scrollToken !== null && w.__rsScrollToken !== scrollToken) {
+    // A new item starts at the top of the viewport, wherever the previous one left the page scrolled.
+    w.__rsScrollToken = scrollToken;
+    w.scrollTo(0, 0);
+    doc.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main')
+       .forEach((el) => { el.scrollTop = 0; });
+  }
   const focusKey = %(focus)s;
   if (focusKey) {
     let tries = 0;
@@ -70,9 +84,10 @@ _JS = """<script>
 </script>"""
 
 
-def keyboard_shortcuts(mapping: dict[str, str], *, focus: str | None = None) -> None:
+def keyboard_shortcuts(mapping: dict[str, str], *, focus: str | None = None, scroll_top: str | None = None) -> None:
     """mapping: key ("a", "1", "?", "escape", "ctrl+enter") -> the `key` of an st.button on this page.
-    focus: the key of a text area to put the cursor in (edit mode)."""
-    html = _JS % {"map": json.dumps(json.dumps(mapping)), "focus": json.dumps(focus),
+    focus: the key of a text area to put the cursor in (edit mode).
+    scroll_top: the shown item's identity; when it changes, the page scrolls back to the top."""
+    html = _JS % {"map": json.dumps(json.dumps(mapping)), "focus": json.dumps(focus), "scroll": json.dumps(scroll_top),
                   "listener": json.dumps(_LISTENER)}
     components.html(html, height=0, width=0)
