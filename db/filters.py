@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Iterable, Optional
 from sqlalchemy import and_, exists, func, or_, select
 
 from core.vocabulary import BEHAVIORS, SPLITS, TRACE_STATUSES, UNMUTATED, Behavior, LabelKind
-from db.models import Annotation, AutoLabel, Prompt, PromptSet, Trace
+from db.models import Annotation, AutoLabel, Prompt, PromptSet, QueueItem, Trace
 
 LEGACY_UNMUTATED = "(none)"  # what older queue filters stored for UNMUTATED
 REFUSE_LABELS = ("refuse", "refusal", "refused")
@@ -176,6 +176,7 @@ class TraceFilter(_Filter):
     flagged_only: bool = False  # auto-labels disagree with the expected behaviour or are inconsistent
     annotator_ids: list[int] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)
+    queue_ids: list[int] = field(default_factory=list)  # traces in these review queues
     search: str = ""
     project_id: int = 1
 
@@ -215,6 +216,8 @@ class TraceFilter(_Filter):
                                        Annotation.annotator_id.in_(self.annotator_ids)))
         if self.run_ids:
             q = q.where(Trace.run_id.in_(self.run_ids))
+        if self.queue_ids:
+            q = q.where(Trace.id.in_(select(QueueItem.trace_id).where(QueueItem.queue_id.in_(self.queue_ids))))
         if self.search.strip():
             q = q.where(text_search(self.search.strip(), Prompt.text, Trace.reasoning, Trace.response))
         return q

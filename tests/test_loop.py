@@ -101,6 +101,44 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert res2["generation"]["earlier_summary"]["wall_s"] is not None
     assert res2["prompts"]["harmful"] + res2["prompts"]["benign"] == n_prompts  # the reused run's own prompts
     assert res2["prompts"]["contamination"] == "pass"
+    # The human arm: a seeded queue where a person approved three traces and rewrote one; the loop trains a
+    # fourth arm on exactly those (edits applied) and evaluates it like the others.
+    from curation.review import annotations, claims, queues
+    from tests.factories import make_traces, make_users
+
+    users = make_users(eng)
+    make_traces(eng, 5, set_name="seeded", behavior="refuse")
+    q = queues.create_queue(eng, users["admin"], "seeded", {"set_names": ["seeded"]}, overlap=1,
+                            members=[users["annotator"].id])
+    for i in range(5):
+        c = claims.claim_next(eng, users["annotator"], q.id)
+        edit = {"edited_response": "I can't help with that: it could hurt someone."} if i == 0 else {}
+        decision = "needs_edit" if edit else "reject" if i == 4 else "approve"
+        annotations.submit_annotation(eng, users["annotator"], c.trace_id, decision=decision,
+                                      trace_version=c.trace_version, queue_id=q.id, **edit)
+    cfg4 = _tiny_config(str(tiny_model_dir), tmp_path / "out4", ablations=[], eval_suites=["harmful"],
+                        generation_run=run.id, from_queue="seeded", tag="ci4")
+    res4 = RationalLoop(eng, cfg4, log=lambda _l: None).run()
+    assert set(res4["training"]) == {"main", "human"} and res4["training"]["human"]["rows"] == 4
+    with Session(eng) as s:
+        human = s.execute(select(ExportSnapshot).where(ExportSnapshot.name == "loop-ci4-human")).scalars().one()
+    human_rows = [json.loads(x) for x in open(f"{human.path}/jsonl/train.jsonl")]
+    assert sum("it could hurt someone" in r["messages"][-1]["content"] for r in human_rows) == 1
+    assert set(res4["eval_runs"]) == {"base", "main", "human"}
+    report4 = (tmp_path / "out4" / "report.md").read_text()
+    assert "## Human arm: queue seeded" in report4
+    goals4 = json.loads((tmp_path / "out4" / "metrics.json").read_text())["goals"]
+    assert set(goals4) == {"harmful_refusal", "harmful_refusal_base", "n_harmful", "xstest_safe_refusal",
+                           "xstest_safe_refusal_base", "n_xstest_safe", "jbb_benign_refusal",
+                           "jbb_benign_refusal_base", "n_jbb_benign", "answer_only_harmful_refusal",
+                           "wall_minutes", "judge"}
+    assert goals4["n_harmful"] > 0 and 0 <= goals4["harmful_refusal"] <= 1 and goals4["wall_minutes"] > 0
+    assert goals4["xstest_safe_refusal"] is None  # the over-refusal suite was not run here
+    missing = _tiny_config(str(tiny_model_dir), tmp_path / "out5", ablations=[], eval_suites=["harmful"],
+                           generation_run=run.id, from_queue="no-such-queue", tag="ci5")
+    with pytest.raises(LoopError, match="no review queue named 'no-such-queue'"):
+        RationalLoop(eng, missing, log=lambda _l: None).run()
+
     with Session(eng) as s, s.begin():  # one of the run's training prompts becomes an eval prompt
         s.get(Prompt, traces[0].prompt_id).split = "eval"
     cfg3 = _tiny_config(str(tiny_model_dir), tmp_path / "out3", ablations=[], eval_suites=["harmful"],

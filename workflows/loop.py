@@ -3,7 +3,9 @@
 1 prompts (built-in sets, contamination-checked) · 2 mutations · 3 self-check generation · 4 rejection-sampling
 filter (auto-approve, no human edits) · 5 export + LoRA SFT per arm · 6 evaluation of base and every arm, then a
 Markdown report + metrics JSON. Arms: the main recipe and three ablations (self-check system prompt kept at
-training time, answer-only targets, benign traces excluded). Every stage's wall time is recorded and printed.
+training time, answer-only targets, benign traces excluded), and with `from_queue` the human arm: the traces that
+reviewers approved or edited in that queue instead of the automatic filter, evaluated the same way. Every stage's
+wall time is recorded and printed.
 """
 from __future__ import annotations
 
@@ -40,10 +42,11 @@ from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run
 from evaluation.suites import get_suite
 from training import runs
 from workflows.loop_filter import LEVELS, fill_survivors
-from workflows.loop_report import atomic_write, machine, render_report, yield_table
+from workflows.loop_report import atomic_write, goal_numbers, machine, render_report, yield_table
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
 ABLATIONS = ("keep_system_prompt", "answer_only", "no_benign")
+HUMAN = "human"  # the arm trained on a review queue's approved and edited traces
 HARMFUL_TRAIN = ("harmbench_val", "advbench")
 BENIGN_TRAIN = ("coconot_contrast", "alpaca_harmless")  # JBB benign and XSTest are held out for over-refusal
 EVAL_SUITES = ("harmful", "attacks", "over_refusal")
@@ -77,6 +80,7 @@ class LoopConfig:
     min_train_rows: int = 10  # fewer approved traces: stop at filtering (a LoRA run on 1-2 rows says nothing)
     balance_ratio: float = 3.0  # at most this many approved traces of one behaviour per trace of the other
     ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
+    from_queue: Optional[str] = None  # the human arm: train also on what reviewers approved in this queue
     train_preset: Optional[str] = None
     train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2})
     eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
@@ -101,7 +105,7 @@ class LoopConfig:
 
     @property
     def arms(self) -> list[str]:
-        return ["main"] + list(self.ablations)
+        return ["main"] + list(self.ablations) + ([HUMAN] if self.from_queue else [])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -328,7 +332,7 @@ class RationalLoop:
         self.results["training"] = {}
         for arm in cfg.arms:
             t0 = time.perf_counter()
-            flt, opts = arm_export(arm, self.gen_run_id, cfg.seed)
+            flt, opts = arm_export(arm, self.gen_run_id, cfg.seed, queue_id=self._queue_id() if arm == HUMAN else None)
             name = f"loop-{self.tag}-{arm}"
             snap = create_export(self.engine, name, "sft", flt, opts, formats=["hf", "jsonl"],
                                  created_by=cfg.acting_user, job_id=self.job_id)
@@ -346,6 +350,15 @@ class RationalLoop:
                                              "run_id": run.id, "adapter": r.adapter_path,
                                              "steps": r.global_step, "metrics": r.metrics,
                                              "seconds": round(time.perf_counter() - t0, 1)}
+
+    def _queue_id(self) -> int:
+        """The human arm's queue, which must hold approved traces of train-split prompts."""
+        from curation.review.queues import queue_id_by_name
+
+        qid = queue_id_by_name(self.engine, self.cfg.acting_user, self.cfg.from_queue)
+        if qid is None:
+            raise LoopError(f"training [human]: no review queue named '{self.cfg.from_queue}'")
+        return qid
 
     # -- 6. evaluation --------------------------------------------------------------------------------------
     def stage_evaluation(self) -> None:
@@ -377,6 +390,7 @@ class RationalLoop:
     # -- report ---------------------------------------------------------------------------------------------
     def write_outputs(self) -> None:
         self.results["timings_s"] = dict(self.timings)
+        self.results["goals"] = goal_numbers(self.results)
         self.results["machine"] = machine()
         self.out.mkdir(parents=True, exist_ok=True)
         if "evaluation" in self.results and "base" in getattr(self, "eval_runs", {}):
@@ -400,10 +414,15 @@ class RationalLoop:
         self.results["comparison_reports"] = files
 
 
-def arm_export(arm: str, run_id: int, seed: int = 0):
-    """(ExportFilter, ExportOptions) of one arm: the main recipe, or one ablation changed from it."""
+def arm_export(arm: str, run_id: int, seed: int = 0, *, queue_id: Optional[int] = None):
+    """(ExportFilter, ExportOptions) of one arm: the main recipe, one ablation changed from it, or the human arm
+    (the main recipe on a review queue's approved traces, edits applied, from whatever run they came)."""
     opts = ExportOptions(seed=seed)
     flt = ExportFilter(run_ids=[run_id])
+    if arm == HUMAN:
+        if queue_id is None:
+            raise ValueError("the human arm needs a review queue")
+        return ExportFilter(queue_ids=[queue_id]), opts
     if arm == "keep_system_prompt":
         opts.system_prompt = DEFAULT_FORMAT.fill(REJECTION_SELF_CHECK)
     elif arm == "answer_only":
@@ -411,7 +430,7 @@ def arm_export(arm: str, run_id: int, seed: int = 0):
     elif arm == "no_benign":
         flt.behaviors = ["refuse", "partial"]
     elif arm != "main":
-        raise ValueError(f"arm '{arm}' is not main or one of {', '.join(ABLATIONS)}")
+        raise ValueError(f"arm '{arm}' is not main, {HUMAN} or one of {', '.join(ABLATIONS)}")
     return flt, opts
 
 

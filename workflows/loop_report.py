@@ -15,7 +15,9 @@ ARM_TEXT = {
     "keep_system_prompt": "self-check system prompt kept in the training rows",
     "answer_only": "answer-only target (plain refusal SFT, no reasoning)",
     "no_benign": "harmful traces only (benign traces excluded)",
+    "human": "the main recipe on the traces reviewers approved or edited in a review queue (not the auto filter)",
 }
+HARMFUL_HELD_OUT = ("harmbench_test", "jbb_harmful")  # pooled for the harmful refusal goal
 
 
 def analysis(results: dict[str, Any]) -> list[str]:
@@ -140,9 +142,42 @@ def goals(results: dict[str, Any], arm: str = "main") -> list[str]:
     return out
 
 
+def goal_numbers(results: dict[str, Any]) -> dict[str, Any]:
+    """The goal figures as numbers (metrics.json `goals`): refusal on harmful held-out prompts pooled over HarmBench
+    test and JBB harmful, false refusal on XSTest safe and JBB benign, each with the base model's and n; the
+    answer-only arm's harmful refusal; the wall time in minutes (a reused generation run's time included); and
+    the deciding judge. None where the loop did not measure it."""
+    ev = results.get("evaluation", {})
+
+    def pooled_refusal(arm: str) -> tuple[Optional[float], int]:
+        rows = [_rate(ev.get(arm, {}).get("harmful", {}).get("rows", []), "set", g) for g in HARMFUL_HELD_OUT]
+        rows = [r for r in rows if r]
+        n = sum(r["n"] for r in rows)
+        return (1 - sum(r["k"] for r in rows) / n if n else None), n
+
+    def false_refusal(arm: str, group: str) -> tuple[Optional[float], int]:
+        r = _rate(ev.get(arm, {}).get("over_refusal", {}).get("rows", []), "set", group)
+        return (r["rate"], r["n"]) if r else (None, 0)
+
+    harmful, n_harmful = pooled_refusal("main")
+    xs, n_xs = false_refusal("main", "xstest")
+    jbb, n_jbb = false_refusal("main", "jbb_benign")
+    total = results.get("timings_s", {}).get("total")
+    reused = ((results.get("generation") or {}).get("earlier_summary") or {}).get("wall_s") or 0
+    judges = sorted({s.get("judge") for suites in ev.values() for s in suites.values() if s.get("judge")})
+    return {"harmful_refusal": harmful, "harmful_refusal_base": pooled_refusal("base")[0], "n_harmful": n_harmful,
+            "xstest_safe_refusal": xs, "xstest_safe_refusal_base": false_refusal("base", "xstest")[0],
+            "n_xstest_safe": n_xs, "jbb_benign_refusal": jbb,
+            "jbb_benign_refusal_base": false_refusal("base", "jbb_benign")[0], "n_jbb_benign": n_jbb,
+            "answer_only_harmful_refusal": pooled_refusal("answer_only")[0],
+            "wall_minutes": round((total + reused) / 60, 2) if total is not None else None,
+            "judge": ", ".join(judges) or None}
+
+
 def render_report(results: dict[str, Any]) -> str:
     cfg = results.get("config", {})
-    arms = ["base"] + [a for a in ["main"] + list(cfg.get("ablations", [])) if a in results.get("evaluation", {})]
+    extra = list(cfg.get("ablations", [])) + (["human"] if cfg.get("from_queue") else [])
+    arms = ["base"] + [a for a in ["main"] + extra if a in results.get("evaluation", {})]
     judges = sorted({s.get("judge") or "prefix match (older run)"
                      for suites in results.get("evaluation", {}).values() for s in suites.values()})
     md = [f"# RATIONAL loop · {results.get('tag', '')}\n",
@@ -169,9 +204,11 @@ def render_report(results: dict[str, Any]) -> str:
         md.append("\nThe over_refusal suite also scores CoCoNot contrast, whose prompts are in the train split "
                   "(benign training prompts): read XSTest and JBB benign as the held-out over-refusal sets.\n")
         md.append("\n### Goals (main arm)\n\n" + "".join(f"- {g}\n" for g in goals(results)))
-        for abl in cfg.get("ablations", []):
+        for abl in extra:
             if abl in arms:
-                md.append(f"\n## Ablation: {abl} — {ARM_TEXT[abl]}\n\n" + metric_table(results, ["base", "main", abl]))
+                title = (f"Human arm: queue {literal(cfg.get('from_queue'))}" if abl == "human"
+                         else f"Ablation: {abl}")
+                md.append(f"\n## {title} — {ARM_TEXT[abl]}\n\n" + metric_table(results, ["base", "main", abl]))
     if results.get("training"):
         md.append("\n## Training\n\n| arm | rows | steps | train loss | seconds |\n|---|---:|---:|---:|---:|\n"
                   + "".join(

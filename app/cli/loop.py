@@ -37,6 +37,9 @@ def loop_command(
     min_per_behavior: int = typer.Option(10, "--min-per-behavior"),
     generation_run: Optional[int] = typer.Option(None, "--generation-run",
                                                  help="resume / reuse this generation run"),
+    from_queue: Optional[str] = typer.Option(None, "--from-queue",
+                                             help="add the human arm: train on the traces reviewers approved or "
+                                                  "edited in this review queue, evaluated like the others"),
     epochs: float = typer.Option(2.0, "--epochs"),
     preset: Optional[str] = typer.Option(None, "--preset", help="training preset (default: by model size)"),
     tag: str = typer.Option("", "--tag", help="names this loop's sets, exports and runs (default: a timestamp)"),
@@ -52,7 +55,7 @@ def loop_command(
                      samples=samples, strategy=strategy, gen_max_tokens=gen_max_tokens,
                      eval_max_tokens=eval_max_tokens, mutation=mutation, ablations=abl, fallback=fb,
                      train_preset=preset, train_overrides={"num_train_epochs": epochs}, out=out, tag=tag,
-                     min_per_behavior=min_per_behavior, generation_run=generation_run)
+                     min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue)
     try:
         cfg.validate()
     except ValueError as e:

@@ -38,7 +38,7 @@ class ExportFilter(TraceFilter):
     ALIASES: ClassVar[dict[str, str]] = {
         "status": "statuses", "sets": "set_names", "set": "set_names", "split": "splits", "mutation": "mutations",
         "behavior": "behaviors", "behaviour": "behaviors", "runs": "run_ids", "run": "run_ids",
-        "quality": "min_quality"}
+        "queues": "queue_ids", "queue": "queue_ids", "quality": "min_quality"}
 
     def validate(self) -> None:
         bad = set(self.statuses) - set(TRACE_STATUSES)
@@ -65,7 +65,7 @@ class ExportFilter(TraceFilter):
         except ValueError as e:
             raise ExportError(str(e)) from None
 
-    CLI_NAMES: ClassVar[dict[str, str]] = {"set_names": "sets", "run_ids": "runs"}
+    CLI_NAMES: ClassVar[dict[str, str]] = {"set_names": "sets", "run_ids": "runs", "queue_ids": "queues"}
 
     def cli_items(self) -> list[str]:
         """The `--filter` items that give this filter back through `parse` (fields left at their default are

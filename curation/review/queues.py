@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
 from core.vocabulary import OPEN_STATUSES, Role
-from curation.auth import require
+from curation.auth import check, require
 from curation.review.audit import record
 from curation.review.claims import load_queue_for
 from db.engine import refresh_statistics, write_engine
@@ -190,6 +190,13 @@ def my_progress(engine: Engine, user: User | int, queue_id: int, *, count_open: 
 
 
 # -- claiming -------------------------------------------------------------------------------------------------
+
+
+def queue_id_by_name(engine: Engine, user: User | int | None, name: str) -> Optional[int]:
+    """A queue's id from its name, for those who train on its traces (None: the local operator)."""
+    check(engine, user, "train")
+    with Session(engine) as s:
+        return s.execute(select(Queue.id).where(Queue.name == name)).scalar()
 
 
 def all_queue_names(engine: Engine, user: User | int) -> dict[int, str]:
