@@ -64,7 +64,7 @@ def test_one_at_a_time_with_keys_and_the_reviewers_own_edit(sqlite_url, tmp_path
         at_trace(page, tids[1])  # the one left for later comes back
         page.keyboard.press("r")
         page.get_by_text("Nothing waits for adjudication.").wait_for(timeout=UI_TIMEOUT_MS)
-    final = {t: reading.final_text(eng, t) for t in tids}
+    final = {t: reading.final_text(eng, users["reviewer"], t) for t in tids}
     assert (final[tids[0]]["status"], final[tids[0]]["response"]) == ("approved", f"alice's safer answer {tids[0]}")
     assert (final[tids[2]]["status"], final[tids[2]]["response"]) == ("approved", "The reviewer's own answer.")
     assert final[tids[1]]["status"] == "rejected"

@@ -168,7 +168,7 @@ def test_adjudicators_own_edit_is_the_final_text_and_not_an_annotator_vote(engin
                                edited_response="response 0")
     annotations.adjudicate(engine, users["reviewer"], tid, "approved", _trace(engine, tid).version,
                            edited_response="I can't help with that; here is a safer way.", behavior_label="refuse")
-    ft = reading.final_text(engine, tid)
+    ft = reading.final_text(engine, users["reviewer"], tid)
     assert (ft["status"], ft["response"], ft["edited"]) == ("approved", "I can't help with that; here is a safer "
                                                             "way.", True)
     rows = select_traces(engine, ExportFilter(), ExportOptions(), ["approved"])
@@ -189,7 +189,7 @@ def test_edit_keeps_original_and_undo(engine):
     res = annotations.submit_annotation(engine, a, c.trace_id, decision="needs_edit", trace_version=c.trace_version,
                                    queue_id=q.id, edited_response="I can't help with that, but here is why.")
     assert res.trace_status == "approved"
-    ft = reading.final_text(engine, c.trace_id)
+    ft = reading.final_text(engine, users["reviewer"], c.trace_id)
     assert ft["response"] == "I can't help with that, but here is why." and ft["original_response"] == "response 0"
     assert _trace(engine, c.trace_id).response == "response 0"
     assert "+I can't help" in reading.text_diff("response 0", ft["response"])

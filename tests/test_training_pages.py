@@ -85,7 +85,9 @@ def test_export_train_page_counts_previews_and_queues(page_db):
     assert run_job_here(page_db, job.id).status == "succeeded"
     at = _page("export_train.py", reviewer)
     assert at.selectbox(key="et_dl_pick").value is not None
-    assert [b for b in at.get("download_button")]  # the zip is offered
+    assert not at.get("download_button")  # nothing is packed until asked
+    at.button(key="et_zip_go").click().run()
+    assert not at.exception and at.get("download_button")  # then the zip is offered
     import io
     import zipfile
 

@@ -62,8 +62,6 @@ def menu(role: str) -> dict[str, list[View]]:
     return out
 
 
-
-
 def link_to(role: str, file: str, label: str) -> None:
     """A one-click link to another view (a next step from a result), shown only to roles that may open it."""
     import streamlit as st

@@ -265,8 +265,10 @@ def snapshot_archive(engine: Engine, user, export_id: int, *, max_bytes: int = 2
         snap = s.get(ExportSnapshot, export_id)
     if snap is None or snap.status != "ready" or not snap.path:
         raise ExportError(f"export {export_id} is not a ready snapshot")
-    root = Path(snap.path)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    root = Path(snap.path).resolve()
+    # Only the snapshot's own regular files: a link could point anywhere on the machine.
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                   and p.resolve().is_relative_to(root))
     size = sum(p.stat().st_size for p in files)
     if size > max_bytes:
         raise ExportError(f"export '{snap.name}' is {size / 2**20:,.0f} MiB, too large to download here: copy the "

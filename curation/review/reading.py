@@ -58,9 +58,11 @@ def text_diff(original: str, edited: str) -> str:
                                           lineterm=""))
 
 
-def final_text(engine: Engine, trace_id: int) -> dict[str, Any]:
-    """The text an approved trace exports: the chosen annotation's edit where there is one, else the model's."""
+def final_text(engine: Engine, user: User | int, trace_id: int) -> dict[str, Any]:
+    """The text an approved trace exports: the chosen annotation's edit where there is one, else the model's
+    (reviewers and admins)."""
     with Session(engine) as s:
+        require(s, user, "browse")
         t = s.get(Trace, trace_id)
         if t is None:
             raise ValueError(f"trace {trace_id} does not exist")

@@ -12,5 +12,9 @@ def decision_colours(approve: tuple[str, ...], reject: tuple[str, ...]) -> None:
     stop = ", ".join(f".st-key-{k} button" for k in reject)
     st.html(f"<style>{go} {{background:#1b7f3b; border-color:#1b7f3b; color:#fff;}} "
             f"{go_hover} {{background:#166a31; border-color:#166a31; color:#fff;}} "
-            f"{stop} {{color:#b3261e; border-color:#b3261e;}} "
-            '[data-testid="stMainBlockContainer"] {padding-top: 2.5rem;}</style>')
+            f"{stop} {{color:#b3261e; border-color:#b3261e;}}</style>")
+
+
+def compact_top() -> None:
+    """Less empty space above the page's first row, for pages that must fit one item on one screen."""
+    st.html('<style>[data-testid="stMainBlockContainer"] {padding-top: 2.5rem;}</style>')

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.web.components.buttons import decision_colours
+from app.web.components.buttons import compact_top, decision_colours
 from app.web.components.keys import keyboard_shortcuts
+from app.web.components.trace_text import facts_line, text_box
 from app.web.login import page_user
 from app.web.plain import plain
 from app.web.state import engine
@@ -47,7 +48,7 @@ def on_settle(status: str) -> None:
     item = ss.adj_item
     final = ss.adj_final
     kwargs = {}
-    if final == OWN:
+    if final == OWN and status == "approved":  # a rejected trace has no final text, whoever wrote it
         kwargs = {"edited_reasoning": ss.get("adj_own_reasoning"), "edited_response": ss.get("adj_own_response")}
     elif final != ORIGINAL and status == "approved":
         kwargs = {"final_annotation_id": final}
@@ -79,13 +80,9 @@ def _text_of(item, choice) -> tuple[str, str]:
     return a["edited_reasoning"] or item["reasoning"], a["edited_response"] or item["response"]
 
 
-def _box(text: str, height: int, key: str) -> None:
-    with st.container(height=height, key=key):
-        st.text(text)
-
-
 # -- page ------------------------------------------------------------------------------------------------------
 decision_colours(("adj_approve",), ("adj_reject",))
+compact_top()
 if "adj_item" not in ss:
     _load(0)
 item = ss.adj_item
@@ -115,38 +112,36 @@ if ss.get("adj_show_help"):
             ("?", "show or hide this help"))])
 
 st.subheader(f"Trace {item['trace_id']}", anchor=False)
-st.caption(" · ".join(plain(x) for x in (f"set: {item['set']}", f"expected: {item['expected_behavior']}",
-                                         f"mutation: {item['mutation'] or 'none'}",
-                                         f"category: {item['category'] or '—'}")))
+facts_line(item, "set", "expected_behavior", "mutation", "category")
 st.markdown("**Prompt**")
-_box(item["prompt"], 70, "adj_prompt_box")
+text_box(item["prompt"], 70, key="adj_prompt_box")
 
 cols = st.columns(1 + len(item["annotations"]))
 with cols[0]:
     st.markdown("**Model's original** · `0`")
     st.caption("reasoning")
-    _box(item["reasoning"] or "(none)", 140, "adj_model_reasoning")
+    text_box(item["reasoning"] or "(none)", 140, key="adj_model_reasoning")
     st.caption("response")
-    _box(item["response"] or "(empty)", 100, "adj_model_response")
+    text_box(item["response"] or "(empty)", 100, key="adj_model_response")
 for col, a in zip(cols[1:], item["annotations"]):
     number = next((i for i, e in enumerate(edits, 1) if e["id"] == a["id"]), None)
     with col:
         st.markdown(f"**{plain(a['annotator'])}** · {a['decision']}" + (f" · `{number}`" if number else ""))
         st.caption(f"label {a['behavior_label'] or '—'} · quality {a['quality'] or '—'}"
-                   + (f" · {a['comment']}" if a["comment"] else ""))
+                   + (f" · {plain(a['comment'])}" if a["comment"] else ""))
         if number:
             for part, height in (("reasoning", 140), ("response", 100)):
                 st.caption(f"{part} (edited)" if a[f"edited_{part}"] else f"{part} (as the model's)")
-                _box(a[f"edited_{part}"] or item[part] or "", height, f"adj_{a['id']}_{part}")
+                text_box(a[f"edited_{part}"] or item[part] or "", height, key=f"adj_{a['id']}_{part}")
         else:
             st.caption("no edit: the model's text")
 
 choices = [ORIGINAL, *[e["id"] for e in edits], OWN]
 names = {ORIGINAL: "the model's original (0)", OWN: "my own edit (e)",
-         **{e["id"]: f"{e['annotator']}'s edit ({i})" for i, e in enumerate(edits, 1)}}
+         **{e["id"]: f"{plain(e['annotator'])}'s edit ({i})" for i, e in enumerate(edits, 1)}}
 left, right = st.columns([3, 1])
 with left:
-    st.markdown(f"**Final text:** {plain(names[ss.adj_final])}")
+    st.markdown(f"**Final text:** {names[ss.adj_final]}")
     if ss.adj_final == OWN:
         st.text_area("Reasoning (your edit)", key="adj_own_reasoning", height=120)
         st.text_area("Response (your edit)", key="adj_own_response", height=100)

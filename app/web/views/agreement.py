@@ -2,6 +2,8 @@
 refusal judges as annotators beside the people, and each judge version's measured agreement."""
 from __future__ import annotations
 
+import math
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -27,8 +29,8 @@ with st.spinner("Computing agreement over the queue's annotations…"):
 
 
 def band_kappa(k: float | None) -> str:
-    """Landis & Koch's reading of Cohen's κ."""
-    if k is None:
+    """Landis & Koch's reading of Cohen's κ ("—" where κ is undefined: too few shared items)."""
+    if k is None or math.isnan(k):
         return "—"
     for top, name in ((0.0, "poor"), (0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial")):
         if k <= top:

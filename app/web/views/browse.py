@@ -2,8 +2,11 @@
 timeline (who, when, what changed, edits as diffs); bulk decisions for admins."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
+from app.web.components.trace_text import facts_line, text_box
 from app.web.login import page_user
 from app.web.plain import plain
 from app.web.state import engine
@@ -40,25 +43,25 @@ pages = max(1, -(-total // PAGE_SIZE))
 page_no = st.number_input(f"Page (of {pages})", 1, pages, 1)
 _, rows = reading.browse(eng, user.id, flt, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE, count=False)
 st.caption(f"{total} traces match · click a row to open the trace and its history")
+# Keyed by page and filter: a row picked on one page never opens another page's row at the same position.
+table_key = f"br_table_{page_no}_{hash(json.dumps(flt.to_dict(), sort_keys=True, default=str))}"
 picked = st.dataframe(
-    rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="br_table",
+    rows, hide_index=True, on_select="rerun", selection_mode="single-row", key=table_key,
     column_order=["id", "status", "set", "expected_behavior", "mutation", "annotations", "decided_how", "prompt",
                   "response", "auto_labels"],
     column_config={"id": st.column_config.NumberColumn("id", width="small"),
                    "prompt": st.column_config.TextColumn("prompt", width="large"),
                    "response": st.column_config.TextColumn("response", width="large"),
                    "auto_labels": st.column_config.TextColumn("auto-labels", width="small")})
-chosen = picked.selection.rows
+chosen = [i for i in picked.selection.rows if i < len(rows)]
 TEXT_FIELDS = ("edited_reasoning", "edited_response", "comment", "reasoning", "response")
 
 
 def show_trace(tid: int) -> None:
     item = reading.load_item(eng, user.id, tid)
     st.subheader(f"Trace {tid}", anchor=False)
-    st.caption(" · ".join(plain(x) for x in (f"status: {item['status']}", f"set: {item['set']}",
-                                             f"expected: {item['expected_behavior']}",
-                                             f"mutation: {item['mutation'] or 'none'}")))
-    final = reading.final_text(eng, tid)
+    facts_line(item, "status", "set", "expected_behavior", "mutation")
+    final = reading.final_text(eng, user.id, tid)
     left, right = st.columns(2)
     with left:
         for title, text, height in (("Prompt", item["prompt"], 90),
@@ -66,9 +69,7 @@ def show_trace(tid: int) -> None:
                                      final["reasoning"], 200),
                                     ("Response" + (" (final, edited)" if final["edited"] else ""),
                                      final["response"], 150)):
-            st.markdown(f"**{title}**")
-            with st.container(height=height):
-                st.text(text or "")
+            text_box(text or "", height, title=title)
         if item["auto_labels"]:
             with st.expander("Auto-labels"):
                 st.dataframe([{k: a[k] for k in ("kind", "agent", "label", "score")} for a in item["auto_labels"]],

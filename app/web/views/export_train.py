@@ -120,11 +120,6 @@ st.subheader("Export snapshots")
 snaps = list_exports(eng, limit=20)
 
 
-@st.cache_data(max_entries=2, show_spinner="Packing the snapshot…")
-def zip_for(export_id: int) -> tuple[str, bytes]:
-    # A ready snapshot never changes, so its zip is built once per export id.
-    return snapshot_archive(eng, user.id, export_id)
-
 
 if snaps:
     st.dataframe([{"id": s.id, "name": s.name, "kind": s.kind, "status": s.status, "rows": s.row_count,
@@ -135,11 +130,18 @@ if snaps:
         pick, dl = st.columns([3, 1], vertical_alignment="bottom")
         chosen = pick.selectbox("Download a snapshot (zip: HF dataset folder, JSONL, Parquet and the card)",
                                 list(ready), format_func=ready.get, key="et_dl_pick")
-        try:
-            fname, data = zip_for(chosen)
-        except (ExportError, PermissionDenied) as e:
-            dl.caption(plain(e))
-        else:
-            dl.download_button("Download zip", data, file_name=fname, mime="application/zip", key="et_dl")
+        packed = st.session_state.get("et_zip")
+        if packed and packed[0] == chosen:
+            dl.download_button("Download zip", packed[2], file_name=packed[1], mime="application/zip", key="et_dl",
+                               on_click="ignore")
+        elif dl.button("Prepare zip", key="et_zip_go"):
+            # Built on request only, for this user (the service checks the right to export each time).
+            try:
+                with st.spinner("Packing the snapshot…"):
+                    st.session_state["et_zip"] = (chosen, *snapshot_archive(eng, user.id, chosen))
+            except (ExportError, PermissionDenied) as e:
+                st.error(plain(e))
+            else:
+                st.rerun()
 else:
     st.info("No exports yet.")

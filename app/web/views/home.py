@@ -48,9 +48,9 @@ def next_step() -> tuple[str, str, str]:
     if total("traces", "pending", "in_review"):
         n = total("traces", "pending", "in_review")
         return f"{n:,} trace{' is' if n == 1 else 's are'} still open in review.", "review.py", "Review"
-    if not total("training_runs"):
+    if not total("training_runs", "succeeded"):
         return "Export the approved traces and train an adapter.", "export_train.py", "Export & train"
-    if not total("eval_runs"):
+    if not total("eval_runs", "succeeded"):
         return "Evaluate the trained adapter against the base model.", "eval.py", "Evaluate"
     return "Compare the base and the tuned model side by side.", "compare.py", "Compare"
 

@@ -116,9 +116,11 @@ def behaviour_choice(columns: list[str], rows: list[dict], text_col: str) -> dic
                "Values not seen there make their rows invalid (listed after the import).")
     mapping = {}
     options = [*BEHAVIORS, INVALID]
-    for i, value in enumerate(seen):
+    for value in seen:
         proposal = value if value in BEHAVIORS else SYNONYMS.get(value.lower(), INVALID)
-        choice = st.selectbox(f"“{plain(value)}” →", options, index=options.index(proposal), key=f"imp_beh_map_{i}")
+        # Keyed by column and value: a choice made for one value never carries over to another.
+        choice = st.selectbox(f"“{plain(value)}” →", options, index=options.index(proposal),
+                              key=f"imp_beh_map_{col}_{value}")
         if choice != INVALID:
             mapping[value] = choice
     return {"behavior_column": col, "behavior_map": mapping}

@@ -8,8 +8,9 @@ import time
 
 import streamlit as st
 
-from app.web.components.buttons import decision_colours
+from app.web.components.buttons import compact_top, decision_colours
 from app.web.components.keys import keyboard_shortcuts
+from app.web.components.trace_text import facts_line, text_box
 from app.web.login import page_user
 from app.web.plain import plain
 from app.web.state import engine
@@ -83,6 +84,7 @@ def _submit(decision: str, **fields) -> None:
                                             seconds_spent=round(time.monotonic() - ss.rv_shown_at, 2), **fields)
     except ConflictError as e:
         ss.rv_conflict = {"message": str(e), "other": e.other_change, "mine": {"decision": decision, **fields}}
+        ss.rv_mode = None  # back to the action row, where `s` moves on
         return
     except (ValueError, PermissionDenied) as e:
         ss.rv_flash = ("error", str(e))
@@ -212,14 +214,9 @@ def label_line() -> str:
     return f"decision label: {ss.rv_label} ({source}; d changes it)"
 
 
-def text_box(title: str, text: str, height: int, key: str) -> None:
-    st.markdown(f"**{title}**")
-    with st.container(height=height, key=key):
-        st.text(text)
-
-
 # -- page ------------------------------------------------------------------------------------------------------
 decision_colours(("rv_approve", "rv_save"), ("rv_reject", "rv_reject_confirm"))
+compact_top()
 names = queues.my_queue_names(eng, user.id)
 head_title, head_queue, head_place = st.columns([1, 2, 3], vertical_alignment="bottom")
 head_title.subheader("Review", anchor=False)
@@ -240,7 +237,7 @@ flash = ss.pop("rv_flash", None)
 if flash and flash[0] == "ok":
     st.toast(flash[1], icon=":material/check:")  # feedback that does not push the next trace down
 elif flash:
-    st.error(flash[1])
+    st.error(plain(flash[1]))
 if ss.get("rv_show_help"):
     with st.container(border=True, key="rv_help_panel"):
         st.markdown("**Keys** (they work anywhere on the page except while you type in a text box)")
@@ -266,15 +263,13 @@ mode = ss.get("rv_mode")
 left, right = st.columns([3, 1])
 with left:
     st.subheader(f"Trace {cur['trace_id']}", anchor=False)
-    st.caption(" · ".join(plain(x) for x in (f"set: {cur['set']}", f"expected: {cur['expected_behavior']}",
-                                             f"mutation: {cur['mutation'] or 'none'}",
-                                             f"category: {cur['category'] or '—'}")))
+    facts_line(cur, "set", "expected_behavior", "mutation", "category")
     hidden = cur["blur"]
     box = (st.expander(f"Content warning: {plain(cur['category'])} — click to show", expanded=False) if hidden
            else st.container())
     with box:
         prompt = cur["prompt"] + (f"\n\n(before mutation) {cur['parent_prompt']}" if cur["parent_prompt"] else "")
-        text_box("Prompt", prompt, 90, "rv_prompt_box")
+        text_box(prompt, 90, title="Prompt", key="rv_prompt_box")
         if mode == "edit":
             # A form: Ctrl+Enter in a text box submits both edits and the save in one rerun (Streamlit's own key).
             with st.form("rv_edit_form", border=False):
@@ -282,8 +277,8 @@ with left:
                 st.text_area("Response (edit)", key="rv_edit_response", height=160)
                 st.form_submit_button("Save edit (Ctrl+Enter)", key="rv_save", on_click=on_save)
         else:
-            text_box("Reasoning", cur["reasoning"] or "(none)", 240, "rv_reasoning_box")
-            text_box("Response", cur["response"] or "(empty)", 160, "rv_response_box")
+            text_box(cur["reasoning"] or "(none)", 240, title="Reasoning", key="rv_reasoning_box")
+            text_box(cur["response"] or "(empty)", 160, title="Response", key="rv_response_box")
 with right:
     if mode == "edit":
         st.button("Cancel (Esc)", key="rv_cancel", on_click=on_cancel, width="stretch")

@@ -48,7 +48,7 @@ def run_detail() -> None:
     st.progress(min(1.0, r.global_step / r.max_steps) if r.max_steps else 0.0,
                 text=f"{r.status} · step {eta_line(r.global_step, r.max_steps, elapsed)}")
     if r.error:
-        st.error(r.error)
+        st.error(plain(r.error))
     m = pd.DataFrame(run_metrics(eng, run_id))
     if not m.empty and m["loss"].notna().any():
         chart = alt.Chart(m.dropna(subset=["loss"])).mark_line(point=True).encode(
