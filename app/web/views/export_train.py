@@ -118,9 +118,6 @@ if go.button("Export & train", type="primary", disabled=bool(filter_error), key=
 
 st.subheader("Export snapshots")
 snaps = list_exports(eng, limit=20)
-
-
-
 if snaps:
     st.dataframe([{"id": s.id, "name": s.name, "kind": s.kind, "status": s.status, "rows": s.row_count,
                    "sha256": (s.sha256 or "")[:12], "contamination": s.contamination.get("contaminated_prompts", 0),
