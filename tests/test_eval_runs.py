@@ -80,6 +80,28 @@ def test_adapter_run_records_sha_and_answers_differently(sqlite_engine, tiny_mod
     assert any(raw[base.id][p] != raw[run.id][p] for p in raw[base.id])
 
 
+def test_reuse_returns_a_finished_run_only_when_it_would_answer_the_same(sqlite_engine, tiny_model_dir,
+                                                                          tiny_adapter_dir, tmp_path):
+    import shutil
+
+    first = create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1), reuse=True)
+    assert first.status == "queued"  # nothing finished to reuse yet
+    assert create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1), reuse=True).id != first.id  # not finished
+    first = execute_eval_run(sqlite_engine, first.id)
+    assert create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1), reuse=True).id == first.id
+    assert create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1)).id != first.id  # only when asked
+    for other in (_spec(tiny_model_dir, limit=2), _spec(tiny_model_dir, limit=1, seed=1),
+                  _spec(tiny_model_dir, limit=1, adapter=str(tiny_adapter_dir))):
+        assert create_eval_run(sqlite_engine, other, reuse=True).id != first.id
+    # The same weights elsewhere answer the same; other weights in a copy do not: the model hash decides.
+    same = shutil.copytree(tiny_model_dir, tmp_path / "same")
+    assert create_eval_run(sqlite_engine, _spec(same, limit=1), reuse=True).id == first.id
+    changed = shutil.copytree(tiny_model_dir, tmp_path / "changed")
+    weights = next(changed.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
+    assert create_eval_run(sqlite_engine, _spec(changed, limit=1), reuse=True).id != first.id
+
+
 def test_run_resumes_where_it_stopped(sqlite_engine, tiny_model_dir):
     run = execute_eval_run(sqlite_engine, create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=1)).id)
     with Session(sqlite_engine) as s, s.begin():

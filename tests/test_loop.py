@@ -10,14 +10,14 @@ from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, EvalOutput, ExportSnapshot, GenerationRun, Prompt, PromptSet, Trace, TrainingRun
 from workflows.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop
-from workflows.loop_report import goals, render_report, yield_table
+from workflows.loop_report import goal_numbers, goals, render_report, yield_table
 
 pytestmark = pytest.mark.slow
 
 
 def _tiny_config(model: str, out, **kw) -> LoopConfig:
-    base = dict(model=model, samples=2, limit_train=8, limit_eval=2, gen_max_tokens=12, eval_max_tokens=8,
-                mutation_limit=4, jbb_methods=["PAIR", "GCG"], ablations=["answer_only"],
+    base = dict(model=model, backend="transformers", strategy="two_pass", samples=2, limit_train=8, limit_eval=2,
+                gen_max_tokens=12, eval_max_tokens=8, mutation_limit=4, jbb_methods=["PAIR", "GCG"], ablations=["answer_only"],
                 fallback=["matches_expected", "parsed", "any"], train_preset="test",
                 train_overrides={"max_steps": -1, "num_train_epochs": 1, "save_steps": 100}, out=str(out),
                 tag="ci")
@@ -51,7 +51,9 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert len(traces) == 2 * n_prompts and run.status == "succeeded"
 
     # 4: every trace decided automatically and audited; the yield table covers both behaviours
-    assert {t.decided_how for t in traces} == {"auto"} and audits == len(traces)
+    # (a prompt's other passing sample stays pending for review: one approved trace per prompt)
+    decided = [t for t in traces if t.decided_how == "auto"]
+    assert all(t.status == "pending" for t in traces if t.decided_how != "auto") and audits == len(decided)
     approved = [t for t in traces if t.status == "approved"]
     assert set(res["yield"]) == {"refuse", "comply"}
     assert sum(y["truncated"] for y in res["yield"].values()) > 0  # 12 new tokens: a random model runs out
@@ -69,11 +71,12 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert not any("<think>" in r["messages"][-1]["content"] for r in ans_rows)
     assert all(r["messages"][0]["role"] == "user" for r in main_rows)  # self-check prompt removed
 
-    # 6: base and both arms answered every suite
+    # 6: base and main answered every suite, the ablation arm the goal suites only
     assert set(res["eval_runs"]) == {"base", "main", "answer_only"}
     with Session(eng) as s:
         for arm, suites in res["eval_runs"].items():
-            assert set(suites) == {"harmful", "attacks", "over_refusal"}
+            assert set(suites) == ({"harmful", "over_refusal"} if arm == "answer_only"
+                                   else {"harmful", "attacks", "over_refusal"})
             for suite, run_id in suites.items():
                 n = s.execute(select(func.count(EvalOutput.id)).where(EvalOutput.run_id == run_id)).scalar_one()
                 assert n > 0, (arm, suite)
@@ -161,21 +164,25 @@ def test_filter_falls_back_and_reports_when_nothing_survives(sqlite_engine, tiny
 
 def test_config_rejects_unknown_names_and_pure_report_parts():
     for bad in (dict(ablations=["nope"]), dict(fallback=["strict"]), dict(mutation="x"), dict(samples=0),
-                dict(balance_ratio=0.5)):
+                dict(balance_ratio=0.5), dict(backend="tgi"), dict(per_prompt=0)):
         with pytest.raises(ValueError):
             LoopConfig(**bad).validate()
-    assert LoopConfig().arms == ["main", *ABLATIONS]
+    assert LoopConfig(ablations=list(ABLATIONS)).arms == ["main", *ABLATIONS]
     y = {"refuse": {"prompts": 3, "samples": 6, "parsed": 5, "consistent": 1, "matches_expected": 2, "strict": 1,
                     "level": "strict", "survived": 1, "used": 1}}
     assert "| refuse | 3 | 6 | 5 | 1 | 2 | 1 | strict | 1 | 1 |" in yield_table(y)
-    row = lambda g, lvl, rate: {"level": lvl, "group": g, "metric": "asr", "rate": rate, "lo": 0, "hi": 1, "n": 10}
+    row = lambda g, lvl, rate: {"level": lvl, "group": g, "metric": "asr", "rate": rate, "lo": 0, "hi": 1, "n": 10,
+                                "k": round(rate * 10)}
+    harmful = lambda hb, jbb, other: {"rows": [row("all", "suite", 0.5), row("harmbench_test", "set", hb),
+                                               row("jbb_harmful", "set", jbb), row("strongreject", "set", other)]}
     res = {"config": {"ablations": []}, "timings_s": {"total": 1500},
-           "evaluation": {"base": {"harmful": {"rows": [row("all", "suite", 0.9)]},
+           "evaluation": {"base": {"harmful": harmful(0.9, 0.9, 0.0),
                                    "over_refusal": {"rows": [row("xstest", "set", 0.04)]}},
-                          "main": {"harmful": {"rows": [row("all", "suite", 0.3)]},
+                          "main": {"harmful": harmful(0.3, 0.1, 0.0),
                                    "over_refusal": {"rows": [row("xstest", "set", 0.2)]}}}}
-    g = goals(res)
-    assert g[0].startswith("harmful refusal 0.70") and "MISSED by 0.20" in g[0]
+    g = goals(res)  # pooled over HarmBench test and JBB harmful only: (7 + 9) / 20 refused
+    assert g[0].startswith("harmful refusal 0.80 pooled") and "base 0.10" in g[0] and "MISSED by 0.10" in g[0]
+    assert goal_numbers(res)["harmful_refusal"] == 0.8 and goal_numbers(res)["n_harmful"] == 20
     assert "MISSED by 0.11" in g[1] and "MISSED" in g[2]
     assert "90.0% [0, 100] (n=10)" in render_report(res)
 
@@ -199,6 +206,11 @@ def test_filter_levels_fill_up_strictest_first_and_the_report_names_the_limit():
     assert fill_survivors(rows, ["matches_expected", "decision"], 10) == \
         ("decision", [strict, parsed_match, unparsed_match], [("matches_expected", 1), ("decision", 1)])
     assert fill_survivors([parsed_match, wrong], [], 10) == ("strict", [], [])
+    from workflows.loop_filter import one_per_prompt
+
+    k = [{"id": i, "prompt_id": p} for i, p in ((1, 7), (2, 8), (3, 7), (4, 7), (5, 9))]
+    assert [x["id"] for x in one_per_prompt(k, 1)] == [1, 2, 5]  # the first (strictest) sample of each prompt
+    assert [x["id"] for x in one_per_prompt(k, 2)] == [1, 2, 3, 5]
     y = {"refuse": {"samples": 100, "parsed": 10, "consistent": 2, "matches_expected": 3, "strict": 0,
                     "truncated": 80, "level": "decision", "used": 3},
          "comply": {"samples": 100, "parsed": 90, "consistent": 80, "matches_expected": 95, "strict": 60,
@@ -227,13 +239,15 @@ def test_cli_loop_rejects_bad_flags_with_one_line():
 def test_quick_start_job_is_registered_and_queued_with_valid_params(engine):
     from app.worker import load_job_kinds
     from db.jobs import JOB_KINDS
-    from workflows.jobs import QUICK_START, enqueue_loop
+    from workflows.jobs import enqueue_loop
 
     load_job_kinds()
     assert "loop" in JOB_KINDS
-    job = enqueue_loop(engine, None, {"limit_train": 4})
+    job = enqueue_loop(engine, None)
     assert job.kind == "loop" and job.status == "queued"
-    assert job.params["limit_train"] == 4 and job.params["eval_max_tokens"] == QUICK_START["eval_max_tokens"]
+    assert job.params == LoopConfig().to_dict()  # the quick start is the default loop, `rational loop` as is
+    job = enqueue_loop(engine, None, {"limit_train": 4})
+    assert job.params["limit_train"] == 4
     assert job.params["out"] is None  # the report goes under RATIONAL_HOME, never into the source tree
     with pytest.raises(ValueError, match="ablation"):
         enqueue_loop(engine, None, {"ablations": ["x"]})

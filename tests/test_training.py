@@ -305,3 +305,22 @@ def test_any_trl_field_passes_through_from_preset_override_and_cli(sqlite_engine
     with pytest.raises(ConfigError, match="output_dir"):
         build_config("sft", "tiny", "test", {"output_dir": "/elsewhere"})
     assert TrainConfig.from_dict({"method": "sft", "lora_r": 8, "learning_rate": 1e-4}).trl == {"learning_rate": 1e-4}
+
+
+def test_small_model_preset_trains_without_recomputation_in_length_groups(sqlite_engine, tiny_model_dir, tmp_path):
+    """The xs preset switches TRL's default activation checkpointing off (False must reach TRL, not be dropped),
+    groups batches by length, and bf16 'auto' follows the CPU's native bf16 support."""
+    from datasets import load_from_disk
+
+    from training.runner import _cpu_bf16, build_trainer
+
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    train = load_from_disk(str(Path(snap.path) / "hf"))["train"].select_columns(["messages"])
+    for overrides, checkpointing in (({}, False), ({"gradient_checkpointing": True}, True)):
+        preset, cfg = build_config("sft", "SmolLM2-135M", None, {**overrides, "max_steps": 1})
+        trainer, _, _ = build_trainer(base=str(tiny_model_dir), cfg=cfg, train=train, val=None,
+                                      output_dir=str(tmp_path / "out"))
+        args = trainer.args
+        assert preset == "xs" and args.train_sampling_strategy == "group_by_length"
+        assert getattr(args, "activation_checkpointing", args.gradient_checkpointing) is checkpointing
+        assert args.bf16 is _cpu_bf16()

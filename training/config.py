@@ -32,7 +32,7 @@ class TrainConfig:
     packing: str = "auto"  # auto: only where attention keeps packed sequences apart (flash attention on CUDA)
     assistant_only_loss: str = "auto"  # auto: when the chat template has {% generation %} markers
     qlora: str = "auto"  # auto: 4-bit base when CUDA and bitsandbytes are present
-    bf16: str = "auto"  # auto: on CUDA with bf16 support
+    bf16: str = "auto"  # auto: on CUDA with bf16 support, or a CPU with native bf16 (AVX512-BF16, AMX)
     merge: bool = False  # also write a merged fp32 model
     num_processes: int = 1  # > 1: `accelerate launch` with one process per device (DDP; CPU processes use gloo)
     accelerate_config: str = ""  # a file name in $RATIONAL_HOME/accelerate (FSDP, DeepSpeed ZeRO, ...) on the worker
@@ -149,8 +149,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "test": dict(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=1e-3, max_steps=4, max_length=64,
                  per_device_train_batch_size=2, logging_steps=1, save_steps=2, warmup_steps=0.0,
                  lr_scheduler_type="constant"),
+    # < 0.5B (SmolLM2-135M/360M): memory is no concern, so no activation checkpointing (TRL's default recomputes
+    # the forward pass), and batches of similar length (less padding: 9.6 vs 12.2 s per step on 2 cores).
     "xs": dict(lora_r=16, lora_alpha=32, learning_rate=3e-4, num_train_epochs=3, max_length=1024,
-               per_device_train_batch_size=8, save_steps=100),  # < 0.5B (SmolLM2-135M/360M)
+               per_device_train_batch_size=8, save_steps=100, gradient_checkpointing=False,
+               train_sampling_strategy="group_by_length"),
     "s": dict(lora_r=16, lora_alpha=32, learning_rate=2e-4, num_train_epochs=3, max_length=2048,
               per_device_train_batch_size=4, gradient_accumulation_steps=2),  # 0.5B - 3B
     "m": dict(lora_r=16, lora_alpha=32, learning_rate=1e-4, num_train_epochs=2, max_length=2048,

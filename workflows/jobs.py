@@ -12,8 +12,6 @@ from db.jobs import JobContext, enqueue, register_job_kind
 from db.models import Job, User
 from workflows.loop import LoopConfig, RationalLoop
 
-QUICK_START = dict(limit_train=10, samples=2, limit_eval=5, gen_max_tokens=96, eval_max_tokens=64, ablations=[])
-
 
 @register_job_kind("loop", description="the RATIONAL loop end to end (prompts → traces → filter → train → eval)")
 def run_loop(ctx: JobContext, **params) -> dict:
@@ -35,9 +33,10 @@ def run_loop(ctx: JobContext, **params) -> dict:
 
 
 def enqueue_loop(engine: Engine, user: User | int | None, params: dict[str, Any] | None = None) -> Job:
-    """Queue the loop (quick-start defaults unless given); the worker runs it with the user's authority."""
+    """Queue the loop (the default one, as `rational loop` runs it, unless given); the worker runs it with the
+    user's authority."""
     me = check(engine, user, "train")  # it exports and trains
     uid = me.id if me else None
-    cfg = LoopConfig.from_dict({**QUICK_START, **(params or {}), "acting_user": uid})
+    cfg = LoopConfig.from_dict({**(params or {}), "acting_user": uid})
     cfg.validate()
     return enqueue(engine, "loop", cfg.to_dict(), created_by=uid)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sqlalchemy.engine import Engine
 
 import training.jobs  # noqa: F401  (registers the "train" job kind that run_job_here runs)
-from core.vocabulary import DEFAULT_MODEL, TraceStatus
+from core.vocabulary import TraceStatus
 from curation.export.snapshot import create_export
 from curation.export.spec import ExportFilter, ExportOptions
 from curation.generation.config import GenerationConfig, Selection
@@ -41,15 +40,11 @@ from evaluation.report import build_report, write_report
 from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run
 from evaluation.suites import get_suite
 from training import runs
-from workflows.loop_filter import LEVELS, fill_survivors
+from workflows.loop_config import ABLATIONS, BENIGN_TRAIN, HARMFUL_TRAIN, HUMAN, LoopConfig
+from workflows.loop_filter import fill_survivors, one_per_prompt
 from workflows.loop_report import atomic_write, goal_numbers, machine, render_report, yield_table
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
-ABLATIONS = ("keep_system_prompt", "answer_only", "no_benign")
-HUMAN = "human"  # the arm trained on a review queue's approved and edited traces
-HARMFUL_TRAIN = ("harmbench_val", "advbench")
-BENIGN_TRAIN = ("coconot_contrast", "alpaca_harmless")  # JBB benign and XSTest are held out for over-refusal
-EVAL_SUITES = ("harmful", "attacks", "over_refusal")
 Log = Callable[[str], None]
 
 
@@ -57,70 +52,14 @@ class LoopError(RuntimeError):
     """The loop cannot go on (e.g. no trace survived the filter); the message names the stage and why."""
 
 
-@dataclass
-class LoopConfig:
-    model: str = DEFAULT_MODEL  # the student: trained and evaluated
-    teacher: Optional[str] = None  # generates traces (and style mutations); default: the student itself
-    backend: str = "transformers"
-    strategy: str = "two_pass"
-    samples: int = 2
-    temperature: float = 0.7
-    gen_max_tokens: int = 160
-    limit_train: int = 40  # prompts per behaviour (harmful / benign) for generation
-    limit_eval: int = 30  # prompts per eval set (per set and attack for the attack suite)
-    eval_max_tokens: int = 128
-    mutation: str = "templates"  # templates (jailbreak templates) | styles (SORRY-Bench rewrites by the teacher)
-    mutation_limit: int = 10  # harmful train prompts mutated
-    jbb_methods: list[str] = field(default_factory=lambda: ["PAIR", "GCG", "JBC"])
-    # Looser levels fill a behaviour up to min_per_behavior survivors, strictest first.
-    fallback: list[str] = field(default_factory=lambda: ["matches_expected"])
-    min_per_behavior: int = 10
-    generation_run: Optional[int] = None  # resume/reuse this generation run instead of starting a new one
-    acting_user: Optional[int] = None  # who runs it (None: the local operator, the CLI)
-    min_train_rows: int = 10  # fewer approved traces: stop at filtering (a LoRA run on 1-2 rows says nothing)
-    balance_ratio: float = 3.0  # at most this many approved traces of one behaviour per trace of the other
-    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
-    from_queue: Optional[str] = None  # the human arm: train also on what reviewers approved in this queue
-    train_preset: Optional[str] = None
-    train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2})
-    eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
-    out: Optional[str] = None  # report folder; default results/<tag> under the artifact root
-    seed: int = 0
-    tag: str = ""  # names this loop's sets/exports/runs; default: a timestamp
-
-    def validate(self) -> None:
-        bad = [a for a in self.ablations if a not in ABLATIONS]
-        if bad:
-            raise ValueError(f"ablation '{bad[0]}' is not one of {', '.join(ABLATIONS)}")
-        bad = [f for f in self.fallback if f not in LEVELS[1:]]
-        if bad:
-            raise ValueError(f"fallback '{bad[0]}' is not one of {', '.join(LEVELS[1:])}")
-        if self.mutation not in ("templates", "styles", "none"):
-            raise ValueError(f"mutation '{self.mutation}' is not one of templates, styles, none")
-        for name in ("samples", "limit_train", "limit_eval", "gen_max_tokens", "eval_max_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.balance_ratio < 1:
-            raise ValueError(f"balance_ratio must be >= 1, got {self.balance_ratio}")
-
-    @property
-    def arms(self) -> list[str]:
-        return ["main"] + list(self.ablations) + ([HUMAN] if self.from_queue else [])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoopConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-
-
 class RationalLoop:
     def __init__(self, engine: Engine, config: LoopConfig, *, log: Log = print,
                  stage_progress: Callable[[int, int, str], None] | None = None, job_id: Optional[int] = None):
         config.validate()
+        if config.backend == "auto":
+            from curation.backends.vllm_env import find_vllm_python
+
+            config.backend = "vllm" if find_vllm_python() else "transformers"
         self.engine, self.cfg, self._log = engine, config, log
         self.job_id = job_id  # the worker's job, if any: what it leaves half-built is reaped when the job dies
         self.stage_progress = stage_progress or (lambda *_a: None)
@@ -216,8 +155,8 @@ class RationalLoop:
             return
         n = cfg.limit_train
         n_mut = min(n // 4, cfg.mutation_limit) if cfg.mutation != "none" else 0
-        harmful = self._pick(list(HARMFUL_TRAIN), n - n_mut) + (
-            self._pick([self.mutation_set], n_mut, mutated=True) if n_mut else [])
+        mutated = self._pick([self.mutation_set], n_mut, mutated=True) if n_mut else []
+        harmful = self._pick(list(HARMFUL_TRAIN), n - n_mut) + mutated
         benign = self._pick(list(BENIGN_TRAIN), n)
         chosen = dict(harmful + benign)
         report = check_contamination(self.engine, chosen)
@@ -230,7 +169,8 @@ class RationalLoop:
             raise LoopError(f"prompts: the contamination check still fails: {report.summary()}")
         self.results["prompts"] = {"harmful": len([p for p, _ in harmful if p in chosen]),
                                    "benign": len([p for p, _ in benign if p in chosen]),
-                                   "mutated_harmful": n_mut, "contamination": "pass",
+                                   "mutated_harmful": len([p for p, _ in mutated if p in chosen]),
+                                   "contamination": "pass",
                                    "dropped_for_contamination": len(dropped)}
         self.log(f"training prompts: {self.results['prompts']}")
         gc = GenerationConfig(model=cfg.teacher or cfg.model, backend=cfg.backend, strategy=cfg.strategy,
@@ -275,6 +215,7 @@ class RationalLoop:
         rows = label_summary(self.engine, self.gen_run_id)
         yields: dict[str, dict[str, Any]] = {}
         keep: dict[str, list[int]] = {}
+        passed: set[int] = set()
         for beh in sorted({r["behavior"] for r in rows}):
             rs = [r for r in rows if r["behavior"] == beh]
             y = {"samples": len(rs), "prompts": len({r["prompt_id"] for r in rs}),
@@ -283,6 +224,8 @@ class RationalLoop:
                  "consistent": sum(r["consistent"] for r in rs),
                  "strict": sum(r["strict"] for r in rs), "truncated": sum(r["truncated"] for r in rs)}
             level, ok, added = fill_survivors(rs, self.cfg.fallback, self.cfg.min_per_behavior)
+            passed |= {r["id"] for r in ok}
+            ok = one_per_prompt(ok, self.cfg.per_prompt)
             for fb, n in added:
                 warn = {"decision": " — their reasoning is truncated or unparsed",
                         "parsed": " — NOT verified as the expected behaviour",
@@ -292,7 +235,6 @@ class RationalLoop:
             y.update(level=level, survived=len(ok), prompts_with_survivor=len({r["prompt_id"] for r in ok}))
             yields[beh] = y
             keep[beh] = [r["id"] for r in ok]
-        survivors = {i for ids in keep.values() for i in ids}
         # Balance: a behaviour may have at most balance_ratio x the other's traces; the rest stay pending.
         if len(keep) == 2 and all(keep.values()):
             small = min(len(v) for v in keep.values())
@@ -317,10 +259,11 @@ class RationalLoop:
             self.results["yield"] = yields
             raise LoopError(f"filtering: only {len(approved)} traces survived (min_train_rows "
                             f"{self.cfg.min_train_rows}); the limiting stage is the yield of usable traces")
-        # Survivors left out only for balance stay pending: a person may still review them.
+        # Survivors left out only for balance or as a prompt's extra sample stay pending: a person may still
+        # review them.
         auto_decide(self.engine, self.cfg.acting_user, {
             r["id"]: TraceStatus.APPROVED if r["id"] in approved else
-            TraceStatus.PENDING if r["id"] in survivors else TraceStatus.REJECTED for r in rows})
+            TraceStatus.PENDING if r["id"] in passed else TraceStatus.REJECTED for r in rows})
         self.results["yield"] = yields
         self.results["samples"] = sample_traces(self.engine, self.gen_run_id)
         self.log("yield per behaviour:\n" + yield_table(yields))
@@ -368,21 +311,30 @@ class RationalLoop:
         for arm in ["base"] + cfg.arms:
             self.eval_runs[arm] = {}
             for suite in cfg.eval_suites:
+                if arm in ABLATIONS and suite not in cfg.ablation_suites:
+                    continue
                 t0 = time.perf_counter()
                 spec = EvalSpec(suite=suite, limit=cfg.limit_eval, max_tokens=cfg.eval_max_tokens,
                                 temperature=0.0, backend=cfg.backend, seed=cfg.seed,
                                 name=f"loop {self.tag} {arm} {suite}",
                                 **({"model": cfg.model} if arm == "base"
                                    else {"training_run_id": self.train_runs[arm]}))
-                run = create_eval_run(self.engine, spec)
-                run = execute_eval_run(self.engine, run.id)
+                # The base model's answers are the same in every loop on the same weights, suite and decoding.
+                run = create_eval_run(self.engine, spec, reuse=arm == "base")
+                cached = run.status == "succeeded"
+                if cached:
+                    took = (run.finished_at - run.created_at).total_seconds() if run.finished_at else 0
+                    self.note(f"evaluation: {arm} {suite} reused eval run {run.id} (same weights, prompts, decoding "
+                              f"and judges), which took {took:.0f} s when it ran")
+                else:
+                    run = execute_eval_run(self.engine, run.id)
                 self.eval_runs[arm][suite] = run.id
                 rows = (run.metrics or {}).get("rows", [])
                 ev.setdefault(arm, {})[suite] = {
-                    "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1),
+                    "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1), "cached": cached,
                     "judge": (run.judges or {}).get("decides"),
                     "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")]}
-                self.log(f"[{arm}] {suite}: " + ", ".join(
+                self.log(f"[{arm}] {suite}{' (cached run ' + str(run.id) + ')' if cached else ''}: " + ", ".join(
                     f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))
         self.results["evaluation"] = ev
         self.results["eval_runs"] = self.eval_runs

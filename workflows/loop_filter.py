@@ -22,6 +22,17 @@ def fill_survivors(rows: list[dict[str, Any]], fallback: list[str], minimum: int
     return level, ok, added
 
 
+def one_per_prompt(rows: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """The first `most` rows of each prompt, order kept (survivors come strictest first)."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in rows:
+        seen[r["prompt_id"]] = seen.get(r["prompt_id"], 0) + 1
+        if seen[r["prompt_id"]] <= most:
+            out.append(r)
+    return out
+
+
 def _passes(r: dict[str, Any], level: str) -> bool:
     if level == "matches_expected":
         return r["parse_ok"] and r["match"]

@@ -9,7 +9,9 @@ from typing import List, Optional
 import typer
 
 from app.cli import common as cli
-from core.vocabulary import DEFAULT_MODEL
+from workflows.loop_config import LoopConfig
+
+D = LoopConfig()  # the defaults, from their one home
 
 
 def register(app: typer.Typer) -> None:
@@ -17,44 +19,47 @@ def register(app: typer.Typer) -> None:
 
 
 def loop_command(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="student model: trained and evaluated"),
+    model: str = typer.Option(D.model, "--model", help="student model: trained and evaluated"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="a separate, stronger trace generator"),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm"),
-    limit_train: int = typer.Option(40, "--limit-train", help="training prompts per behaviour"),
-    limit_eval: int = typer.Option(30, "--limit-eval", help="eval prompts per set (per attack for attacks)"),
-    samples: int = typer.Option(2, "--samples", help="K traces per prompt"),
-    strategy: str = typer.Option("two_pass", "--strategy", help="single | prefill | two_pass"),
-    gen_max_tokens: int = typer.Option(160, "--gen-max-tokens"),
-    eval_max_tokens: int = typer.Option(128, "--eval-max-tokens"),
-    mutation: str = typer.Option("templates", "--mutation", help="templates | styles | none"),
-    ablations: List[str] = typer.Option(["keep_system_prompt,answer_only,no_benign"], "--ablations",
+    backend: str = typer.Option(D.backend, "--backend", help="auto (vllm where installed) | vllm | transformers"),
+    limit_train: int = typer.Option(D.limit_train, "--limit-train", help="training prompts per behaviour"),
+    limit_eval: int = typer.Option(D.limit_eval, "--limit-eval", help="eval prompts per set (per attack for attacks)"),
+    samples: int = typer.Option(D.samples, "--samples", help="K traces per prompt"),
+    strategy: str = typer.Option(D.strategy, "--strategy", help="single | prefill | two_pass | few_shot | scaffold"),
+    gen_max_tokens: int = typer.Option(D.gen_max_tokens, "--gen-max-tokens"),
+    eval_max_tokens: int = typer.Option(D.eval_max_tokens, "--eval-max-tokens"),
+    mutation: str = typer.Option(D.mutation, "--mutation", help="templates | styles | none"),
+    ablations: List[str] = typer.Option([",".join(D.ablations) or "none"], "--ablations",
                                         help="comma list of keep_system_prompt, answer_only, no_benign; "
                                              "'none' for the main arm only"),
-    fallback: List[str] = typer.Option(["matches_expected"], "--fallback",
+    fallback: List[str] = typer.Option([",".join(D.fallback) or "none"], "--fallback",
                                        help="looser filter levels that fill a behaviour up to --min-per-behavior "
                                             "survivors: matches_expected, decision, parsed, any; 'none' for "
                                             "strict only"),
-    min_per_behavior: int = typer.Option(10, "--min-per-behavior"),
+    min_per_behavior: int = typer.Option(D.min_per_behavior, "--min-per-behavior"),
     generation_run: Optional[int] = typer.Option(None, "--generation-run",
                                                  help="resume / reuse this generation run"),
     from_queue: Optional[str] = typer.Option(None, "--from-queue",
                                              help="add the human arm: train on the traces reviewers approved or "
                                                   "edited in this review queue, evaluated like the others"),
-    epochs: float = typer.Option(2.0, "--epochs"),
+    epochs: Optional[float] = typer.Option(None, "--epochs",
+                                           help=f"default {D.train_overrides.get('num_train_epochs', 'the preset')}"),
     preset: Optional[str] = typer.Option(None, "--preset", help="training preset (default: by model size)"),
     tag: str = typer.Option("", "--tag", help="names this loop's sets, exports and runs (default: a timestamp)"),
     out: Optional[str] = typer.Option(None, "--out", help="folder for report.md and metrics.json (default "
                                       "results/<tag> under the artifact root)"),
 ) -> None:
-    """Run the RATIONAL loop end to end and write the report (every stage's wall time is printed)."""
-    from workflows.loop import LoopConfig, LoopError, RationalLoop
+    """Run the RATIONAL loop end to end and write the report (every stage's wall time is printed). The defaults are
+    the measured default recipe (see docs/results/rational_loop); the Home page's quick start runs the same."""
+    from workflows.loop import LoopError, RationalLoop
 
     abl = [a for a in cli.split_list(ablations) if a != "none"]
     fb = [f for f in cli.split_list(fallback) if f != "none"]
+    overrides = {**D.train_overrides, **({"num_train_epochs": epochs} if epochs is not None else {})}
     cfg = LoopConfig(model=model, teacher=teacher, backend=backend, limit_train=limit_train, limit_eval=limit_eval,
                      samples=samples, strategy=strategy, gen_max_tokens=gen_max_tokens,
                      eval_max_tokens=eval_max_tokens, mutation=mutation, ablations=abl, fallback=fb,
-                     train_preset=preset, train_overrides={"num_train_epochs": epochs}, out=out, tag=tag,
+                     train_preset=preset, train_overrides=overrides, out=out, tag=tag,
                      min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue)
     try:
         cfg.validate()

@@ -33,6 +33,9 @@ class VLLMBackend(Streaming):
                                "`python -m curation.backends.vllm_env` or set RATIONAL_VLLM_PYTHON")
         env = child_env(**(env or {}))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+        # In its own process vLLM-CPU's scheduler keeps a core from the OpenMP threads: on 2 cores, half the
+        # machine. In-process, the engine answered 1,429 tokens/s instead of 819 (SmolLM2-135M, 160 prompts).
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         env.pop("PYTHONPATH", None)  # our venv's packages must not shadow vLLM's pinned ones
         self._log = tempfile.NamedTemporaryFile("w+", prefix="vllm-runner-", suffix=".log", delete=False)

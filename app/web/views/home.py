@@ -83,8 +83,9 @@ if stage["traces"]:
 st.caption(f"Jobs: {jobs.get('running', 0)} running · {jobs.get('queued', 0)} queued")
 
 if st.button("Quick start: run the RATIONAL loop", key="loop_quick_start",
-             help="Prompts → self-check traces → auto-filter → LoRA SFT → before/after eval on the embedded "
-                  "model (a small run; `rational loop` for the full one)."):
+             help="The default loop, the same as `rational loop`, as a job: prompts → self-check traces → "
+                  "auto-filter → LoRA SFT → before/after eval on the embedded model → report. Its stages show "
+                  "below while it runs; the report opens here when it ends."):
     from core.errors import PermissionDenied
     from workflows.jobs import enqueue_loop
 
