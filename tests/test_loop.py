@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 def _tiny_config(model: str, out, **kw) -> LoopConfig:
     base = dict(model=model, backend="transformers", strategy="two_pass", samples=2, limit_train=8, limit_eval=2,
-                gen_max_tokens=12, eval_max_tokens=8, mutation_limit=4, jbb_methods=["PAIR", "GCG"], ablations=["answer_only"],
+                gen_max_tokens=12, eval_max_tokens=8, mutation_limit=4, jbb_methods=["PAIR", "GCG"],
+                ablations=["answer_only"],
                 fallback=["matches_expected", "parsed", "any"], train_preset="test",
                 train_overrides={"max_steps": -1, "num_train_epochs": 1, "save_steps": 100}, out=str(out),
                 tag="ci")

@@ -44,8 +44,9 @@ class LoopConfig:
     ablations: list[str] = field(default_factory=lambda: ["answer_only"])
     from_queue: Optional[str] = None  # the human arm: train also on what reviewers approved in this queue
     train_preset: Optional[str] = None
-    # Two epochs at 5e-4 over ~230 rows: about 6 minutes on 2 cores, what the 20-minute budget leaves (one epoch
-    # moved harmful refusal 0.04 -> 0.11 in a 14-minute loop; see docs/results/rational_loop)
+    # Two epochs at 5e-4 over ~230 rows: 7 minutes for main and 5 for answer-only on 2 cores, what the 20-minute
+    # budget leaves. One epoch moved harmful refusal only 0.04 -> 0.11 (a 14-minute loop); two reached 0.80
+    # (docs/results/rational_loop).
     train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2, "learning_rate": 5e-4,
                                                                      "max_length": 384})
     eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
