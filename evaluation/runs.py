@@ -52,7 +52,7 @@ class EvalSpec:
     system_prompt: Optional[str] = None  # None: the prompt alone, as a user would send it
     judge: str = DEFAULT_JUDGE  # the refusal judge that decides (curation.judges.registry)
     llm_judge: Optional[dict[str, Any]] = None  # {"backend": "openai", "model": ..., "base_url": ...} for judge "llm"
-    batch_size: int = 8
+    batch_size: int = 32  # prompts per transformers batch (decode on CPU: 32 rows ran 1.4x 8 rows per token)
     backend_options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
 
@@ -199,7 +199,7 @@ def eval_engine(run: EvalRun):
     in PEFT for an adapter; vllm serves an adapter merged into the base weights (see merged_model_dir)."""
     opts = dict(run.selection.get("backend_options") or {})
     if run.backend == "transformers":
-        opts.setdefault("batch_size", run.selection.get("batch_size", 8))
+        opts.setdefault("batch_size", run.selection.get("batch_size", 32))
     if not run.adapter_path:
         return warm_engine(run.backend, run.model_path, **opts)
     if run.backend == "vllm":
@@ -268,7 +268,7 @@ def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress
     samp = run.sampling
     sp = SamplingParams(temperature=samp["temperature"], top_p=samp["top_p"], max_tokens=samp["max_tokens"],
                         seed=samp.get("seed"))
-    group = int(run.selection.get("batch_size") or 8)
+    group = int(run.selection.get("batch_size") or 32)
     state = {"done": len(done), "t0": time.perf_counter(), "pending": [], "last": 0.0}
     total = len(ids)
 

@@ -56,10 +56,6 @@ class RationalLoop:
     def __init__(self, engine: Engine, config: LoopConfig, *, log: Log = print,
                  stage_progress: Callable[[int, int, str], None] | None = None, job_id: Optional[int] = None):
         config.validate()
-        if config.backend == "auto":
-            from curation.backends.vllm_env import find_vllm_python
-
-            config.backend = "vllm" if find_vllm_python() else "transformers"
         self.engine, self.cfg, self._log = engine, config, log
         self.job_id = job_id  # the worker's job, if any: what it leaves half-built is reaped when the job dies
         self.stage_progress = stage_progress or (lambda *_a: None)
@@ -82,6 +78,8 @@ class RationalLoop:
                  ("generation", self.stage_generation), ("filtering", self.stage_filtering),
                  ("training", self.stage_training), ("evaluation", self.stage_evaluation)]
         try:
+            if self.cfg.backend == "auto":
+                self.choose_engine()
             for i, (name, fn) in enumerate(steps):
                 self.stage_progress(i, len(STAGES), name)
                 t0 = time.perf_counter()
@@ -98,6 +96,25 @@ class RationalLoop:
             self.write_outputs()
         self.stage_progress(len(STAGES), len(STAGES), "done")
         return self.results
+
+    def choose_engine(self) -> None:
+        """`auto`: the engine predicted fastest on this CPU for the loop's generated tokens (measured by a probe
+        on first use, cached per CPU, engine and model; curation.backends.choice)."""
+        from curation.backends.catalog import resolve_model
+        from curation.backends.choice import choose
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.stage_progress(0, len(STAGES), "engine: loading / converting the model")
+        self.log("== engine: loading (converting on first use) the model")
+        model_path = resolve_model(cfg.teacher or cfg.model)
+        self.stage_progress(0, len(STAGES), "engine: measuring the engines on this CPU (first use only)")
+        choice = choose(model_path, cfg.expected_tokens(), log=self.log)
+        cfg.backend = choice.engine
+        self.results["config"]["backend"] = choice.engine
+        self.results["engine"] = choice.to_dict()
+        self.timings["engine"] = round(time.perf_counter() - t0, 1)
+        self.log(f"== engine: {choice.reason} ({self.timings['engine']:.1f} s)")
 
     # -- 1. prompts -----------------------------------------------------------------------------------------
     def stage_prompts(self) -> None:
@@ -327,7 +344,8 @@ class RationalLoop:
                     self.note(f"evaluation: {arm} {suite} reused eval run {run.id} (same weights, prompts, decoding "
                               f"and judges), which took {took:.0f} s when it ran")
                 else:
-                    run = execute_eval_run(self.engine, run.id)
+                    run = execute_eval_run(self.engine, run.id, progress=lambda d, t, m, a=arm, su=suite:
+                                           self.stage_progress(5, len(STAGES), f"evaluation {a} {su}: {m}"))
                 self.eval_runs[arm][suite] = run.id
                 rows = (run.metrics or {}).get("rows", [])
                 ev.setdefault(arm, {})[suite] = {

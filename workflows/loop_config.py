@@ -19,7 +19,7 @@ EVAL_SUITES = ("harmful", "attacks", "over_refusal")
 class LoopConfig:
     model: str = DEFAULT_MODEL  # the student: trained and evaluated
     teacher: Optional[str] = None  # generates traces (and style mutations); default: the student itself
-    backend: str = "auto"  # auto: vllm where a vLLM interpreter is found, else transformers
+    backend: str = "auto"  # auto: the engine measured fastest on this CPU for this loop (curation.backends.choice)
     strategy: str = "scaffold"  # 530 of 582 samples usable on the embedded model (two_pass: 5 of 176 refusals)
     samples: int = 2
     temperature: float = 0.7
@@ -73,6 +73,13 @@ class LoopConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.balance_ratio < 1:
             raise ValueError(f"balance_ratio must be >= 1, got {self.balance_ratio}")
+
+    def expected_tokens(self) -> int:
+        """About how many tokens the loop generates: scaffold samples (two short clauses and a reply) and greedy
+        eval answers (refusals end early: half the budget on average), for choosing an engine."""
+        generation = 2 * self.limit_train * self.samples * (self.gen_max_tokens + 40)
+        outputs = self.limit_eval * (6 + 5 * len(self.arms))  # base and main: every suite; other arms: goal sets
+        return int(generation + outputs * self.eval_max_tokens / 2)
 
     @property
     def arms(self) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.markdown import literal
+from curation.backends.choice import cpu, isa_line
 
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
@@ -66,7 +67,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         load = None
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_1m_at_end": load}
+            "cpu": cpu(), "load_1m_at_end": load}
 
 
 def yield_table(yields: dict[str, dict[str, Any]]) -> str:
@@ -189,6 +190,10 @@ def render_report(results: dict[str, Any]) -> str:
         md.append(f"\nCommand: `{results['command']}`\n")
     m = results.get("machine", {})
     md.append(f"\nMachine: {m.get('platform')}, {m.get('cpus')} CPUs, load {m.get('load_1m_at_end')} at the end.\n")
+    if m.get("cpu"):
+        md.append(f"\nCPU: {literal(isa_line(m['cpu']))}.\n")
+    if results.get("engine"):
+        md.append(f"\nEngine (backend auto): {literal(results['engine']['reason'])}.\n")
     if results.get("error"):
         md.append(f"\n**The loop stopped early:** {literal(results['error'])}\n")
     md.append("\n## Stage wall times\n\n| stage | seconds |\n|---|---:|\n" + "".join(

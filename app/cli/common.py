@@ -2,7 +2,10 @@
 user, and `--wait` (run exactly the queued job here, drawing its progress from the job row)."""
 from __future__ import annotations
 
+import re
 import threading
+import time
+from contextlib import contextmanager
 from typing import Callable, Optional
 
 import typer
@@ -31,6 +34,29 @@ def progress_bar():
     # Only on a terminal: in scripts and logs a bar's last frame would come before the one-line error.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal)
+
+
+@contextmanager
+def live_progress(label: str, every_s: float = 15.0):
+    """A callback (done, total, message) that shows long work as it goes: a bar on a terminal; in a log or a pipe,
+    a line on stdout (stderr keeps only the one-line error) when the message's wording changes (a new stage) and
+    at most every `every_s` seconds otherwise."""
+    if err.is_terminal:
+        with progress_bar() as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total, msg: bar.update(task, completed=done, total=total or None,
+                                                      description=f"{label}: {msg}")
+        return
+    state = {"at": 0.0, "stage": None}
+
+    def show(done, total, msg) -> None:
+        stage = re.sub(r"\d[\d.,:]*", "#", str(msg))  # the same words with other numbers: the same stage
+        now = time.monotonic()
+        if stage != state["stage"] or now - state["at"] >= every_s:
+            state.update(at=now, stage=stage)
+            out.print(f"{label}: {msg}", markup=False, highlight=False, soft_wrap=True)
+
+    yield show
 
 
 def with_progress(label: str, fn):
@@ -104,14 +130,13 @@ def wait_for_job(eng, job_id: int, label: str, on_poll: Callable | None = None):
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
-    with progress_bar() as bar:
-        task = bar.add_task(label, total=None)
+    with live_progress(label) as show:
         while True:
             t.join(timeout=1.0)
             j = get_job(eng, job_id)
             if on_poll is not None:
                 on_poll(j)
-            bar.update(task, completed=j.progress_done, total=j.progress_total, description=f"{label}: {j.message}")
+            show(j.progress_done or 0, j.progress_total, j.message or j.status)
             if not t.is_alive() and j.status not in ("queued", "running"):
                 break
     return box.get("job") or get_job(eng, job_id)

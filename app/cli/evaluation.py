@@ -29,7 +29,7 @@ def eval_command(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p"),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size"),
     system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
     judge: Optional[str] = typer.Option(None, "--judge", help="learned (default) | rule | prefix | gcg | llm"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="LLM judge model (implies --judge llm)"),

@@ -69,7 +69,8 @@ def generate(
     behavior: List[str] = typer.Option([], "--behavior", help="refuse | comply | partial (repeat or comma list)"),
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many prompts"),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF id, local folder, or served name"),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | openai"),
+    backend: str = typer.Option("auto", "--backend", help="auto (the local engine measured fastest on this CPU, "
+                                "see `rational doctor`) | transformers | vllm | openai"),
     samples: int = typer.Option(1, "--samples", help="K samples per prompt"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="single | prefill | two_pass | few_shot | "
                                            "scaffold (default: the best measured yield for the model)"),

@@ -66,12 +66,14 @@ def loop_command(
     except ValueError as e:
         cli.fail(str(e))
     eng = cli.engine()
-    loop = RationalLoop(eng, cfg, log=lambda line: cli.out.print(line, markup=False, highlight=False,
-                                                                 soft_wrap=True))
-    loop.results["command"] = "rational " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        loop.run()
-    except LoopError as e:
-        cli.fail(f"{e} (report: {loop.out / 'report.md'})")
+    with cli.live_progress("loop") as show:
+        loop = RationalLoop(eng, cfg, log=lambda line: cli.out.print(line, markup=False, highlight=False,
+                                                                     soft_wrap=True),
+                            stage_progress=lambda i, n, msg: show(i, n, msg))
+        loop.results["command"] = "rational " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        try:
+            loop.run()
+        except LoopError as e:
+            cli.fail(f"{e} (report: {loop.out / 'report.md'})")
     cli.out.print(f"report: {loop.out / 'report.md'} · metrics: {loop.out / 'metrics.json'}", markup=False,
                   highlight=False)

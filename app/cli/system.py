@@ -1,4 +1,5 @@
-"""`rational db upgrade`, `rational users add`, `rational jobs list`, `rational worker` and `rational serve`."""
+"""`rational db upgrade`, `rational users add`, `rational jobs list`, `rational worker`, `rational serve` and
+`rational doctor`."""
 from __future__ import annotations
 
 import subprocess
@@ -21,6 +22,7 @@ def register(app: typer.Typer, users_app: typer.Typer) -> None:
     users_app.command("password")(users_password)
     app.command("worker")(worker)
     app.command("serve")(serve)
+    app.command("doctor")(doctor)
 
 
 @db_app.command("upgrade")
@@ -117,3 +119,34 @@ def serve(port: int = typer.Option(8501, "--port"), address: str = typer.Option(
            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal"]
     raise typer.Exit(subprocess.call(cmd))
+
+
+def doctor(model: str = typer.Option("default", "--model", help="model name or folder the engines are measured on"),
+           tokens: int = typer.Option(100_000, "--tokens", help="job size (generated tokens) the choice is made for"),
+           probe: bool = typer.Option(False, "--probe", help="measure engines not measured yet on this CPU and model "
+                                      "(vLLM's start takes minutes)")) -> None:
+    """This machine's CPU, each local engine's measured speed here, and which one `--backend auto` picks."""
+    from curation.backends.catalog import resolve_model
+    from curation.backends.choice import VLLM_MIN_START_S, cached, choose, cpu, installed, isa_line
+
+    info = cpu()
+    out.print(f"CPU: {isa_line(info)}", markup=False, highlight=False)
+    engines = installed()
+    out.print(f"local engines: {', '.join(engines)}", markup=False, highlight=False)
+    path = resolve_model(model)
+    table = Table("engine", "tokens/s", "start s", "measured", "note")
+    for name in engines:
+        hit = cached(info, name, path)
+        table.add_row(name, f"{hit.tokens_per_s:.0f}" if hit else "—", f"{hit.start_s:.0f}" if hit else "—",
+                      hit.measured_at if hit else "not yet", (hit.error or "") if hit else "")
+    out.print(table)
+    if probe:
+        choice = choose(path, tokens, log=lambda line: out.print(line, markup=False, highlight=False))
+        out.print(f"auto picks {choice.reason}", markup=False, highlight=False, soft_wrap=True)
+    elif all(cached(info, name, path) for name in engines):
+        choice = choose(path, tokens)
+        out.print(f"auto picks {choice.reason}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(f"auto measures the engines not measured yet on the first job (vLLM only for jobs over "
+                  f"{VLLM_MIN_START_S:.0f} s); `rational doctor --probe` measures them now", markup=False,
+                  highlight=False)

@@ -127,6 +127,8 @@ def run_panel(engine, run_id: int, *, refresh_s: float = 2.0) -> None:
         st.progress(min(1.0, done / total) if total else 0.0, text=label)
         if r.status == "queued":
             st.caption("Queued: a worker picks it up (`rational worker`).")
+        if (r.params or {}).get("engine_choice"):
+            st.caption("Engine (auto): " + plain(r.params["engine_choice"]))
         st.dataframe(yield_frame(s), hide_index=True, width="stretch")
         newest = latest_traces(engine, run_id, limit=10)
         if newest:

@@ -1,17 +1,38 @@
-"""transformers backend: batched `generate` with left padding; greedy or sampled; CPU or GPU."""
+"""transformers backend: batched `generate`; greedy or sampled; CPU or GPU.
+
+A batch's shared token prefix (the self-check system prompt, a strategy's fixed scaffold: about 150 of 180 tokens
+of a generation request) is run through the model once and its KV cache copied to every row; each row's own tail
+follows, padded between prefix and tail, so positions and attention stay those of the unpadded text. On 2 AVX2
+cores that made a 32-prompt batch 1.6x faster than a bare left-padded `generate`, with the same greedy tokens
+(bench/generation.py). The last prefix's cache is kept for the next batch.
+"""
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Optional
 
 from core.settings import get_settings
 from curation.backends.base import BackendError, ChatRequest, ChatResult, Completion, Streaming
 
+MIN_SHARED_PREFIX = 32  # tokens: a shorter shared prefix saves less than its own forward pass costs
+
+
+def shared_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own (generate needs
+    one new input position per row)."""
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for i in range(max(0, limit)):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return max(0, limit)
+
 
 class TransformersBackend(Streaming):
     name = "transformers"
 
-    def __init__(self, model: str, *, device: Optional[str] = None, dtype: str = "auto", batch_size: int = 8,
+    def __init__(self, model: str, *, device: Optional[str] = None, dtype: str = "auto", batch_size: int = 32,
                  threads: Optional[int] = None, tokenizer=None, hf_model=None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,6 +59,10 @@ class TransformersBackend(Streaming):
         self._eos = self._eos_ids()
         self._queue: list = []
         self._seeded: Optional[int] = None
+        self._prefix: Optional[tuple] = None  # (token ids, per-layer keys and values) of the last shared prefix
+        # transformers 5 names generate()'s cache argument `cache` (`past_key_values` is deprecated there)
+        forward = getattr(self.hf_model, "get_base_model", lambda: self.hf_model)().forward
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
     def _eos_ids(self) -> list[int]:
         ids = self.hf_model.generation_config.eos_token_id
@@ -75,12 +100,12 @@ class TransformersBackend(Streaming):
     def _generate_batch(self, reqs: list[ChatRequest], sampling, n: int) -> list[ChatResult]:
         import torch
 
-        texts = [self.render(r) for r in reqs]
         # Chat templates already hold any BOS token; adding special tokens again would double it.
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        ids = [self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"] for r in reqs]
         # Greedy samples are identical (and generate refuses greedy with n > 1): generate one, copy it.
         per_prompt = 1 if sampling.greedy else n
-        kwargs = dict(max_new_tokens=sampling.max_tokens, num_return_sequences=per_prompt, eos_token_id=self._eos,
+        rows = [seq for seq in ids for _ in range(per_prompt)]
+        kwargs = dict(max_new_tokens=sampling.max_tokens, eos_token_id=self._eos,
                       pad_token_id=self.tokenizer.pad_token_id)
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -95,16 +120,59 @@ class TransformersBackend(Streaming):
             self._seeded = sampling.seed
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.hf_model.generate(**enc, **kwargs)
+            inputs = self._inputs(rows)
+            out = self.hf_model.generate(**inputs, **kwargs)
         seconds = time.perf_counter() - t0
-        width = enc["input_ids"].shape[1]
-        new = out[:, width:].tolist()
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        new = out[:, inputs["input_ids"].shape[1]:].tolist()
         results = []
         for b, r in enumerate(reqs):
             comps = [self._completion(new[b * per_prompt + k % per_prompt], sampling) for k in range(n)]
-            results.append(ChatResult(comps, int(prompt_lens[b]), seconds / len(reqs), self.name, self.model))
+            results.append(ChatResult(comps, len(ids[b]), seconds / len(reqs), self.name, self.model))
         return results
+
+    def _inputs(self, rows: list[list[int]]) -> dict:
+        """generate()'s inputs for token rows: the shared prefix as a ready KV cache where there is one worth it,
+        else plain left padding."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        shared = shared_prefix(rows) if len(rows) > 1 else 0
+        cache = self._prefix_cache(rows[0][:shared], len(rows)) if shared >= MIN_SHARED_PREFIX else None
+        if cache is None:
+            shared = 0
+        width = max(len(r) for r in rows) - shared
+        input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            tail = r[shared:]
+            input_ids[b, :shared] = torch.tensor(r[:shared], dtype=torch.long)
+            input_ids[b, shared + width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+            mask[b, :shared] = 1
+            mask[b, shared + width - len(tail):] = 1
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if cache is not None:
+            inputs[self._cache_kwarg] = cache
+        return inputs
+
+    def _prefix_cache(self, prefix: list[int], rows: int):
+        """A fresh cache holding `prefix`'s keys and values for each of `rows` rows (the prefix's forward pass is
+        kept for the next batch with the same prefix), or None where this model's cache cannot be built so."""
+        import torch
+        from transformers import DynamicCache
+
+        key = tuple(prefix)
+        if self._prefix is None or self._prefix[0] != key:
+            self._prefix = None
+            out = self.hf_model(torch.tensor([prefix], device=self.device), use_cache=True)
+            held = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            layers = getattr(held, "layers", None)
+            if not layers or not all(hasattr(la, "keys") and la.keys is not None for la in layers):
+                return None
+            self._prefix = (key, [(la.keys, la.values) for la in layers])
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(self._prefix[1]):
+            cache.update(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous(), i)
+        return cache
 
     def _completion(self, ids: list[int], sampling) -> Completion:
         # A sample ends at its first EOS; what follows is batch padding. A sample without EOS ran to max_tokens.
@@ -123,4 +191,4 @@ class TransformersBackend(Streaming):
         return Completion(text, n_tok, finish)
 
     def close(self) -> None:
-        self.hf_model = None
+        self.hf_model, self._prefix = None, None

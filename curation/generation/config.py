@@ -12,6 +12,9 @@ from curation.generation.traceformat import TraceFormat
 from db.filters import PromptFilter
 from db.models import Prompt
 
+# auto: the local engine measured fastest on this CPU for the run, chosen when it starts (curation.backends.choice)
+BACKEND_CHOICES = ("auto",) + BACKENDS
+
 
 @dataclass
 class GenerationConfig:
@@ -34,8 +37,8 @@ class GenerationConfig:
 
     def validate(self) -> None:
         get_strategy(self.strategy)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ValueError(f"backend '{self.backend}' is not one of {', '.join(BACKEND_CHOICES)}")
         if not 1 <= self.samples <= 64:
             raise ValueError(f"samples must be between 1 and 64, got {self.samples}")
         if self.batch_prompts < 1:

@@ -173,9 +173,8 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
             buffer = []
         last_flush = time.perf_counter()
         elapsed = last_flush - t_start
-        rate = new / elapsed if elapsed > 0 else 0.0
         tps = tokens / elapsed if elapsed > 0 else 0.0
-        eta = (total - done - new) / rate if rate > 0 else None
+        eta = remaining_s(total - done - new, new, tokens, elapsed, expected_per_sample, probe_tps)
         if final or last_flush - last_summary >= SUMMARY_S:
             last_summary = last_flush
             _set(engine, run.id, summary={**run_yield(engine, run.id), "tokens": tokens,
@@ -186,11 +185,17 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
             progress(done + new, total, f"{done + new}/{total} samples · {tps:.0f} tok/s · elapsed "
                      f"{clock(elapsed)} · ETA {'-' if eta is None else clock(eta)}")
 
+    expected_per_sample, probe_tps = float(cfg.max_tokens), None
     try:
+        if cfg.backend == "auto":
+            cfg = (_choose_engine(engine, run, cfg, done, total, progress, log) if backend is None
+                   else GenerationConfig.from_dict({**run.params, "backend": backend.name}))
         if progress:
             progress(done, total, f"{done}/{total} samples · starting {cfg.backend}")
         ctx = nullcontext(backend) if backend is not None else warm_engine(
             cfg.backend, resolve_model(cfg.model) if cfg.backend != "openai" else cfg.model, **cfg.backend_options)
+        expected_per_sample = cfg.max_tokens + 40 * (2 if run.strategy in ("scaffold", "two_pass") else 0)
+        probe_tps = _probe_tps(cfg)
         with ctx as be:
             for sample, draft in drive(be, _contexts(engine, run, cfg, strategy, works),
                                        max_inflight=cfg.batch_prompts):
@@ -217,6 +222,54 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
     return {"run_id": run.id, "total": total, "generated": new, "completion_tokens": tokens,
             "seconds": summary.get("elapsed_s"), "tokens_per_s": summary.get("tokens_per_s"),
             "yield": summary.get("yield"), "rejected": summary.get("rejected")}
+
+
+MIN_SAMPLES_FOR_RATE = 8  # fewer finished samples say little: the first ones of a batch all land at once
+
+
+def remaining_s(left: int, finished: int, tokens: int, elapsed: float, expected_per_sample: float,
+                probe_tps: Optional[float]) -> Optional[float]:
+    """Seconds left: samples to go x tokens per sample / tokens per second. Until a few samples are back, the
+    engine's measured probe rate and the budgeted tokens per sample stand in for the run's own figures (one sample
+    after minutes is not a rate); None when neither is known."""
+    if finished >= MIN_SAMPLES_FOR_RATE and tokens and elapsed > 0:
+        return left * (tokens / finished) / (tokens / elapsed)
+    if probe_tps:
+        return left * expected_per_sample / probe_tps
+    return None
+
+
+def _probe_tps(cfg: GenerationConfig) -> Optional[float]:
+    """The engine's cached probe rate on this CPU and model, if it was measured (curation.backends.choice)."""
+    if cfg.backend not in ("transformers", "vllm"):
+        return None
+    from curation.backends.choice import cached, cpu
+
+    try:
+        hit = cached(cpu(), cfg.backend, resolve_model(cfg.model))
+    except Exception:  # a model not available here fails later, with its own message
+        return None
+    return hit.tokens_per_s if hit and not hit.error else None
+
+
+def _choose_engine(engine: Engine, run: GenerationRun, cfg: GenerationConfig, done: int, total: int,
+                   progress: Progress | None, log: Callable[[str], None]) -> GenerationConfig:
+    """Resolve `auto` to the engine predicted fastest here (curation.backends.choice); the run and its traces
+    record the engine that ran, and the run's params say why."""
+    from curation.backends.choice import choose
+
+    if progress:
+        progress(done, total, f"{done}/{total} samples · loading the model (converted on first use)")
+    path = resolve_model(cfg.model)
+    if progress:
+        progress(done, total, f"{done}/{total} samples · choosing the engine (measured once per CPU and model)")
+    steps = 3 if run.strategy in ("scaffold", "two_pass") else 1
+    choice = choose(path, (total - done) * (cfg.max_tokens + 40 * (steps - 1)), log=log)
+    log(f"run {run.id}: engine {choice.reason}")
+    params = {**run.params, "backend": choice.engine, "engine_choice": choice.reason}
+    _set(engine, run.id, backend=choice.engine, params=params)
+    run.params, run.backend = params, choice.engine
+    return GenerationConfig.from_dict(params)
 
 
 def _set(engine: Engine, run_id: int, **values: Any) -> None:

@@ -13,8 +13,7 @@ from app.web.state import engine
 from core.errors import PermissionDenied
 from core.vocabulary import BEHAVIORS, DEFAULT_MODEL
 from curation.auth import can
-from curation.backends import BACKENDS
-from curation.generation.config import GenerationConfig, Selection
+from curation.generation.config import BACKEND_CHOICES, GenerationConfig, Selection
 from curation.generation.demos import ensure_shipped, list_demos, set_active
 from curation.generation.jobs import enqueue_generation
 from curation.generation.runs import create_run, pending_work
@@ -42,7 +41,9 @@ with tab_gen:
     c1, c2, c3 = st.columns(3)
     model = c1.text_input("Model (name, HF id or folder)", value=DEFAULT_MODEL, key="gen_model").strip() \
         or DEFAULT_MODEL
-    backend = c2.selectbox("Backend", list(BACKENDS), key="gen_backend")
+    backend = c2.selectbox("Backend", list(BACKEND_CHOICES), key="gen_backend",
+                           help="auto: the local engine measured fastest on this machine's CPU for the run's size "
+                                "(measured once per CPU and model; the run shows which and why)")
     base_url = c3.text_input("Server URL (openai backend)", value="", key="gen_url")
     best, why = default_strategy(eng, model)
     names = list(STRATEGIES)
