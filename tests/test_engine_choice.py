@@ -177,3 +177,20 @@ def test_cli_progress_outside_a_terminal_prints_each_stage_and_throttles(capsys)
                                          "loop: generation: 1/512 samples · 5 tok/s · ETA 8:00",
                                          "loop: evaluation base harmful: 32/193 answered"]
     assert captured.err == ""  # stderr keeps only a one-line error
+
+
+@pytest.mark.vllm
+def test_vllm_cpu_runs_float32_where_the_cpu_has_no_native_bfloat16(vllm_python):
+    """The real vllm_runner in vLLM's own interpreter: "auto" becomes float32 on a CPU without AVX512-BF16/AMX
+    (bfloat16 emulated there ran 4.6x slower), and stays "auto" where bfloat16 is native; an explicit dtype
+    always stands."""
+    import subprocess
+
+    from curation.backends.vllm_offline import RUNNER
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from vllm_runner import engine_dtype; "
+            "print(engine_dtype('auto'), engine_dtype('bfloat16'))")
+    res = subprocess.run([vllm_python, "-c", code, str(RUNNER.parent)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    native = bool({"avx512_bf16", "amx_bf16"} & set(ch.cpu()["flags"]))
+    assert res.stdout.split()[-2:] == ["auto" if native else "float32", "bfloat16"]

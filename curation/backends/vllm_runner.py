@@ -69,6 +69,24 @@ class Runner:
                                                            "seconds": time.perf_counter() - t0}})
 
 
+def engine_dtype(asked: str) -> str:
+    """vLLM-CPU's "auto" runs a float32 model in bfloat16: fast with AVX512-BF16/AMX (1,429 tokens/s), 4.6x slower
+    than float32 on a CPU without them (27 vs 125 tokens/s on an AVX2-only EPYC), where bfloat16 is emulated. So on
+    such a CPU "auto" means float32."""
+    if asked != "auto":
+        return asked
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return asked
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(next((ln for ln in fh if ln.startswith(("flags", "Features"))), ":").split(":")[1].split())
+    except OSError:
+        return asked
+    return asked if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 def main() -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -85,7 +103,7 @@ def main() -> int:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
 
-        llm = LLM(model=init["model"], seed=init.get("seed", 0), dtype=init.get("dtype", "auto"),
+        llm = LLM(model=init["model"], seed=init.get("seed", 0), dtype=engine_dtype(init.get("dtype", "auto")),
                   max_model_len=init.get("max_model_len"), **init.get("engine_args", {}))
     except Exception as e:
         answer({"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]})
