@@ -133,9 +133,9 @@ def test_prefix_cache_gives_the_same_greedy_tokens_as_plain_padding(tiny_model_d
 
 def test_eta_waits_for_a_rate_and_uses_the_probe_meanwhile():
     # one sample back after 13.5 minutes is no rate: the probe's figure stands in
-    assert remaining_s(495, 1, 60, 810.0, 100, probe_tps=100.0) == pytest.approx(495.0)
-    assert remaining_s(495, 1, 60, 810.0, 100, probe_tps=None) is None
-    assert remaining_s(100, 50, 5000, 50.0, 100, probe_tps=1.0) == pytest.approx(100.0)  # own rate once known
+    assert remaining_s(495, 1, 810.0, 100, probe_tps=100.0) == pytest.approx(495.0)
+    assert remaining_s(495, 1, 810.0, 100, probe_tps=None) is None
+    assert remaining_s(100, 50, 50.0, 100, probe_tps=1.0) == pytest.approx(100.0)  # own rate once known
 
 
 def test_a_generation_run_with_auto_records_the_engine_and_why(sqlite_engine, tiny_model_dir):

@@ -135,15 +135,15 @@ def doctor(model: str = typer.Option("default", "--model", help="model name or f
     out.print(f"local engines: {', '.join(engines)}", markup=False, highlight=False)
     path = resolve_model(model)
     table = Table("engine", "tokens/s", "start s", "measured", "note")
-    for name in engines:
-        hit = cached(info, name, path)
+    hits = {name: cached(info, name, path) for name in engines}
+    for name, hit in hits.items():
         table.add_row(name, f"{hit.tokens_per_s:.0f}" if hit else "—", f"{hit.start_s:.0f}" if hit else "—",
                       hit.measured_at if hit else "not yet", (hit.error or "") if hit else "")
     out.print(table)
     if probe:
         choice = choose(path, tokens, log=lambda line: out.print(line, markup=False, highlight=False))
         out.print(f"auto picks {choice.reason}", markup=False, highlight=False, soft_wrap=True)
-    elif all(cached(info, name, path) for name in engines):
+    elif all(hits.values()):
         choice = choose(path, tokens)
         out.print(f"auto picks {choice.reason}", markup=False, highlight=False, soft_wrap=True)
     else:

@@ -4,8 +4,8 @@ The first time a model is used on a machine, each installed local engine is prob
 one fixed batch (16 chat prompts, 32 greedy tokens each). The result is cached under RATIONAL_HOME keyed by the CPU
 (model name and SIMD flags), the engine and the model's fingerprint, so later jobs decide at once. A job takes the
 engine with the smallest predicted wall time, start + expected tokens / tokens per second: vLLM's engine start
-(75-165 s on CPU) loses to transformers on small jobs even where vLLM decodes faster, and on CPUs without
-AVX-512 vLLM-CPU decoded 2.7x slower than transformers (37 vs 100 tokens/s on an AMD EPYC, AVX2 only).
+(75-165 s on CPU) loses to transformers on small jobs even where vLLM decodes faster, and which engine decodes
+faster depends on the CPU (docs/results/generation.md).
 
 vLLM is probed only for a job big enough that it could win at all (its fastest start seen, 60 s, is below the
 job's predicted transformers time); a probed engine is left warm in the pool, so the job that asked pays no
@@ -26,7 +26,6 @@ from typing import Callable, Optional
 from curation.backends.vllm_env import find_vllm_python
 from db.engine import rational_home
 
-LOCAL_ENGINES = ("transformers", "vllm")
 PROBE_PROMPTS = 16
 PROBE_TOKENS = 32
 VLLM_MIN_START_S = 60.0  # below the fastest vLLM-CPU start measured (75 s): a job shorter than this goes without

@@ -174,7 +174,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
         last_flush = time.perf_counter()
         elapsed = last_flush - t_start
         tps = tokens / elapsed if elapsed > 0 else 0.0
-        eta = remaining_s(total - done - new, new, tokens, elapsed, expected_per_sample, probe_tps)
+        eta = remaining_s(total - done - new, new, elapsed, expected_per_sample, probe_tps)
         if final or last_flush - last_summary >= SUMMARY_S:
             last_summary = last_flush
             _set(engine, run.id, summary={**run_yield(engine, run.id), "tokens": tokens,
@@ -194,7 +194,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
             progress(done, total, f"{done}/{total} samples · starting {cfg.backend}")
         ctx = nullcontext(backend) if backend is not None else warm_engine(
             cfg.backend, resolve_model(cfg.model) if cfg.backend != "openai" else cfg.model, **cfg.backend_options)
-        expected_per_sample = cfg.max_tokens + 40 * (2 if run.strategy in ("scaffold", "two_pass") else 0)
+        expected_per_sample = _tokens_per_sample(cfg, run.strategy)
         probe_tps = _probe_tps(cfg)
         with ctx as be:
             for sample, draft in drive(be, _contexts(engine, run, cfg, strategy, works),
@@ -227,16 +227,21 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
 MIN_SAMPLES_FOR_RATE = 8  # fewer finished samples say little: the first ones of a batch all land at once
 
 
-def remaining_s(left: int, finished: int, tokens: int, elapsed: float, expected_per_sample: float,
+def remaining_s(left: int, finished: int, elapsed: float, expected_per_sample: float,
                 probe_tps: Optional[float]) -> Optional[float]:
-    """Seconds left: samples to go x tokens per sample / tokens per second. Until a few samples are back, the
-    engine's measured probe rate and the budgeted tokens per sample stand in for the run's own figures (one sample
-    after minutes is not a rate); None when neither is known."""
-    if finished >= MIN_SAMPLES_FOR_RATE and tokens and elapsed > 0:
-        return left * (tokens / finished) / (tokens / elapsed)
+    """Seconds left: the run's own seconds per sample once a few samples are back; until then the budgeted tokens
+    per sample over the engine's measured probe rate (one sample after minutes is not a rate); None when neither is
+    known."""
+    if finished >= MIN_SAMPLES_FOR_RATE and elapsed > 0:
+        return left * elapsed / finished
     if probe_tps:
         return left * expected_per_sample / probe_tps
     return None
+
+
+def _tokens_per_sample(cfg: GenerationConfig, strategy: str) -> int:
+    """The token budget of one sample: its reply, plus two ~40-token clause calls for a multi-step strategy."""
+    return cfg.max_tokens + (80 if strategy in ("scaffold", "two_pass") else 0)
 
 
 def _probe_tps(cfg: GenerationConfig) -> Optional[float]:
@@ -263,8 +268,7 @@ def _choose_engine(engine: Engine, run: GenerationRun, cfg: GenerationConfig, do
     path = resolve_model(cfg.model)
     if progress:
         progress(done, total, f"{done}/{total} samples · choosing the engine (measured once per CPU and model)")
-    steps = 3 if run.strategy in ("scaffold", "two_pass") else 1
-    choice = choose(path, (total - done) * (cfg.max_tokens + 40 * (steps - 1)), log=log)
+    choice = choose(path, (total - done) * _tokens_per_sample(cfg, run.strategy), log=log)
     log(f"run {run.id}: engine {choice.reason}")
     params = {**run.params, "backend": choice.engine, "engine_choice": choice.reason}
     _set(engine, run.id, backend=choice.engine, params=params)
