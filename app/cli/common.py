@@ -130,13 +130,15 @@ def wait_for_job(eng, job_id: int, label: str, on_poll: Callable | None = None):
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
-    with live_progress(label) as show:
+    # A bar on a terminal only: outside one, a failed --wait prints its one-line error and nothing else.
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=None)
         while True:
             t.join(timeout=1.0)
             j = get_job(eng, job_id)
             if on_poll is not None:
                 on_poll(j)
-            show(j.progress_done or 0, j.progress_total, j.message or j.status)
+            bar.update(task, completed=j.progress_done, total=j.progress_total, description=f"{label}: {j.message}")
             if not t.is_alive() and j.status not in ("queued", "running"):
                 break
     return box.get("job") or get_job(eng, job_id)
