@@ -324,3 +324,33 @@ def test_small_model_preset_trains_without_recomputation_in_length_groups(sqlite
         assert preset == "xs" and args.train_sampling_strategy == "group_by_length"
         assert getattr(args, "activation_checkpointing", args.gradient_checkpointing) is checkpointing
         assert args.bf16 is _cpu_bf16()
+
+
+def test_cpu_trainer_uses_the_models_own_loss_with_the_same_value_and_gradients(sqlite_engine, tiny_model_dir,
+                                                                                 tmp_path):
+    """Off CUDA the SFT trainer takes the model's own loss instead of TRL's fused LM head (slower without Triton):
+    on one batch, with the accumulation normaliser the Trainer passes, both give the same loss and LoRA gradients."""
+    import torch
+    from datasets import load_from_disk
+    from trl import SFTTrainer
+
+    from training.runner import build_trainer
+
+    snap = _export(sqlite_engine, tmp_path, "sft")
+    train = load_from_disk(str(Path(snap.path) / "hf"))["train"].select_columns(["messages"])
+    _, cfg = build_config("sft", "tiny", "test")
+    trainer, _, _ = build_trainer(base=str(tiny_model_dir), cfg=cfg, train=train, val=None,
+                                  output_dir=str(tmp_path / "out"))
+    assert type(trainer).compute_loss is not SFTTrainer.compute_loss
+    batch = next(iter(trainer.get_train_dataloader()))
+    n_items = int((batch["labels"][:, 1:] != -100).sum()) * 3  # as if this were one of three accumulated batches
+    results = []
+    for compute in (type(trainer).compute_loss, SFTTrainer.compute_loss):
+        trainer.model.zero_grad()
+        loss = compute(trainer, trainer.model, dict(batch), num_items_in_batch=n_items)
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        results.append((loss.detach(), grads))
+    (ours, g_ours), (trl, g_trl) = results
+    assert torch.allclose(ours, trl, atol=1e-5), (ours, trl)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ours, g_trl))

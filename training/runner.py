@@ -209,6 +209,22 @@ def _model_and_peft(base: str, cfg: TrainConfig, cuda: bool):
     return model, peft, use_qlora
 
 
+def _model_loss_sft(base):
+    """SFT with the model's own loss. TRL's fused LM head saves the logits' memory, but off CUDA it has no Triton
+    kernel: it scores every position (padding included) tile by tile, adds entropy and top-1 passes and recomputes
+    the projection in backward, about 20% of a step on a CPU (bench/training.py). Same loss and gradients; the
+    entropy and token-accuracy metrics are not logged."""
+    from transformers import Trainer
+
+    class ModelLossSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return ModelLossSFTTrainer
+
+
 def build_trainer(*, base: str, cfg: TrainConfig, train, val, output_dir: str, callbacks=()):
     """One construction path for SFT and DPO trainers (the benchmark's plain-TRL arm uses TRL directly)."""
     import torch
@@ -260,8 +276,9 @@ def build_trainer(*, base: str, cfg: TrainConfig, train, val, output_dir: str, c
             notes.append("warning: packing without flash attention lets packed examples attend to each other")
         args = SFTConfig(**common, assistant_only_loss=assistant_only, packing=packing,
                          padding_free=packing and flash)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
-                             peft_config=peft, callbacks=callbacks)
+        cls = SFTTrainer if cuda else _model_loss_sft(SFTTrainer)
+        trainer = cls(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
+                      peft_config=peft, callbacks=callbacks)
     else:
         from trl import DPOConfig, DPOTrainer
 
