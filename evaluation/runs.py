@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
@@ -26,10 +24,12 @@ from curation.auth import check
 from curation.backends import ChatRequest, SamplingParams, make_backend
 from curation.backends.catalog import resolve_model
 from curation.backends.engines import engine as warm_engine
+from curation.backends.lora import merge_adapter
+from curation.judges.consistency import reasoning_conclusion
 from curation.judges.registry import DEFAULT_JUDGE
 from db.models import EvalOutput, EvalRun, Prompt, PromptSet, TrainingRun, utcnow
 from evaluation.judging import judge_config, judge_outputs
-from evaluation.metrics import OutcomeRow, compute_metrics, failed_for
+from evaluation.metrics import OutcomeRow, compute_metrics, consistency_counts, consistency_row, failed_for
 from evaluation.suites import ensure_builtin_sets, get_suite, select_prompts
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -231,18 +231,7 @@ def merged_model_dir(run: EvalRun) -> Path:
     target = rational_home() / "eval_merged" / key
     if (target / "config.json").exists():
         return target
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = target.with_name(f".{key}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    base = AutoModelForCausalLM.from_pretrained(run.model_path, dtype="auto")
-    merged = PeftModel.from_pretrained(base, run.adapter_path).merge_and_unload()
-    merged.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(_tokenizer_dir(run)).save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a half-written folder is never picked up
-    return target
+    return merge_adapter(run.model_path, run.adapter_path, target)
 
 
 def execute_eval_run(engine: Engine, run_id: int, *, progress: Optional[Progress] = None, backend=None,
@@ -353,10 +342,26 @@ def _messages(text: str, system_prompt: Optional[str]) -> list[dict]:
 
 
 def outcome_rows(engine: Engine, run_id: int) -> list[OutcomeRow]:
+    """Each output's verdict row and, where its reasoning concludes, its consistency row."""
     q = select(EvalOutput.prompt_id, EvalOutput.set_name, EvalOutput.category, EvalOutput.mutation,
-               EvalOutput.metric, EvalOutput.failed, EvalOutput.human_failed).where(EvalOutput.run_id == run_id)
+               EvalOutput.metric, EvalOutput.failed, EvalOutput.human_failed, EvalOutput.reasoning,
+               EvalOutput.refused, EvalOutput.human_refused).where(EvalOutput.run_id == run_id)
+    out = []
     with Session(engine) as s:
-        return [OutcomeRow(*r) for r in s.execute(q.order_by(EvalOutput.prompt_id))]
+        for *fields, reasoning, refused, human_refused in s.execute(q.order_by(EvalOutput.prompt_id)):
+            row = OutcomeRow(*fields)
+            out.append(row)
+            twin = consistency_row(row, reasoning_conclusion(reasoning), refused, human_refused)
+            if twin is not None:
+                out.append(twin)
+    return out
+
+
+def consistency_by_set(engine: Engine, run_id: int) -> dict[str, dict[str, int]]:
+    """Per set: outputs, concluded, consistent, reasoned help but refused, reasoned refuse but complied (judge)."""
+    q = select(EvalOutput.set_name, EvalOutput.reasoning, EvalOutput.refused).where(EvalOutput.run_id == run_id)
+    with Session(engine) as s:
+        return consistency_counts((n, reasoning_conclusion(r), refused) for n, r, refused in s.execute(q))
 
 
 def run_metrics(engine: Engine, run_id: int) -> list[dict[str, Any]]:

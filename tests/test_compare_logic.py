@@ -218,3 +218,30 @@ def test_note_when_the_adapter_was_trained_on_suite_prompts(engine):
     notes = compare_runs(engine, a, b)["notes"]
     assert notes == ["run B's adapter was trained on an export holding 2 of this suite's prompts (used for both "
                      "training and evaluation)"]
+
+
+def test_reasoning_answer_consistency_per_run_and_paired_in_compare(engine, users):
+    """Where the reasoning concludes "help", a refusal is inconsistent: the run's metrics and per-set counts show
+    it, Compare pairs it with the other run's, and a person's label corrects the human-source rate."""
+    from evaluation.runs import consistency_by_set, run_metrics
+
+    a, b, pids = make_pair_runs(engine)
+    helps = "The request only looks risky; this is safe to help with. So I should help with this."
+    with Session(engine) as s, s.begin():
+        for o in s.execute(select(EvalOutput).where(EvalOutput.prompt_id.in_(pids[4:]))).scalars():
+            o.reasoning = helps
+    counts = consistency_by_set(engine, b)
+    assert counts["xs-6"] == dict(outputs=2, concluded=2, consistent=1, help_but_refused=1, refuse_but_complied=0)
+    assert counts["hb-6"]["concluded"] == 0  # "B thinks about …" concludes nothing: out of the rate
+    rate = next(m for m in run_metrics(engine, b) if m["metric"] == "inconsistency_rate" and m["level"] == "suite"
+                and m["source"] == "judge")
+    assert (rate["k"], rate["n"]) == (1, 2)
+    cmp = compare_runs(engine, a, b)
+    row = next(r for r in cmp["judge"] if r["metric"] == "inconsistency_rate" and r["level"] == "suite")
+    assert (row["before"], row["after"], row["n"]) == (0.0, 0.5, 2)
+    with Session(engine) as s:
+        out = s.execute(select(EvalOutput).where(EvalOutput.run_id == b, EvalOutput.prompt_id == pids[4])).scalar_one()
+    set_human_label(engine, users["rev"], out.id, refused=False, expected_version=out.version)
+    human = next(r for r in compare_runs(engine, a, b)["human"] if r["metric"] == "inconsistency_rate"
+                 and r["level"] == "suite")
+    assert human["after"] == 0.0

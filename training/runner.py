@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from core.settings import get_settings
 from curation.backends.catalog import resolve_model
+from curation.backends.lora import merge_adapter
 from db.models import ExportSnapshot, TrainingCheckpoint, TrainingMetric, TrainingRun
 from training.config import TrainConfig
 
@@ -369,23 +370,6 @@ def _last_complete_checkpoint(engine: Engine, run_id: int) -> str | None:
         paths = s.execute(select(TrainingCheckpoint.path).where(TrainingCheckpoint.run_id == run_id)
                           .order_by(TrainingCheckpoint.step.desc())).scalars().all()
     return next((p for p in paths if (Path(p) / "trainer_state.json").exists()), None)
-
-
-def merge_adapter(base: str, adapter: Path, out: Path) -> Path:
-    """Merge into an fp32 copy of the base: merging in bf16 on CPU rounds the small LoRA update away."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    os.rename(tmp, out)
-    return out
 
 
 def _write_card(adapter: Path, snapshot: ExportSnapshot, base: str, cfg: TrainConfig, metrics: dict,

@@ -30,26 +30,24 @@ from curation.judges.labels import label_summary, label_traces
 from curation.prompts.builtin import import_builtin
 from curation.prompts.contamination import check_contamination
 from curation.prompts.mutations import MutationConfig, run_mutations
+from curation.prompts.twins import TWIN_KINDS
 from curation.review.annotations import auto_decide
 from db.crud import prompt_rows, prompt_texts, set_names
 from db.engine import artifact_root
 from db.filters import PromptFilter
 from db.jobs import run_job_here
-from db.models import utcnow
+from db.models import EvalRun, Prompt, Trace, TrainingRun, utcnow
 from evaluation.report import build_report, write_report
-from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run
+from evaluation.runs import EvalSpec, consistency_by_set, create_eval_run, execute_eval_run, run_metrics
 from evaluation.suites import get_suite
 from training import runs
-from workflows.loop_config import ABLATIONS, BENIGN_TRAIN, HARMFUL_TRAIN, HUMAN, LoopConfig
+from workflows.loop_config import ABLATIONS, BENIGN_TRAIN, HARMFUL_TRAIN, HUMAN, PREFERENCE, LoopConfig, LoopError
 from workflows.loop_filter import fill_survivors, one_per_prompt
+from workflows.loop_preference import preference_stage
 from workflows.loop_report import atomic_write, goal_numbers, machine, render_report, yield_table
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
 Log = Callable[[str], None]
-
-
-class LoopError(RuntimeError):
-    """The loop cannot go on (e.g. no trace survived the filter); the message names the stage and why."""
 
 
 class RationalLoop:
@@ -74,6 +72,7 @@ class RationalLoop:
     # -- driver ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t_all = time.perf_counter()
+        self.results["fresh_database"] = database_is_fresh(self.engine)
         steps = [("prompts", self.stage_prompts), ("mutations", self.stage_mutations),
                  ("generation", self.stage_generation), ("filtering", self.stage_filtering),
                  ("training", self.stage_training), ("evaluation", self.stage_evaluation)]
@@ -143,6 +142,16 @@ class RationalLoop:
             res = run_mutations(self.engine, MutationConfig(set_name="jbb_harmful", jbb_methods=cfg.jbb_methods,
                                                             target_set="jbb_artifacts"))
             self.log(f"JBB artifacts {', '.join(cfg.jbb_methods)}: {res['inserted']} new eval attack prompts")
+        self.twin_set = f"loop_{self.tag}_twins"
+        if cfg.twins:
+            made = 0
+            for name in HARMFUL_TRAIN:  # one twin per parent, the kinds in turn: as many topics as twins
+                res = run_mutations(self.engine, MutationConfig(set_name=name, twins=list(TWIN_KINDS),
+                                                                twin_rotate=True, target_set=self.twin_set,
+                                                                limit=cfg.twins), log=self.log)
+                made += res["inserted"]
+            self.results["twins"] = made
+            self.log(f"contrast twins: {made} benign, topic-matched prompts from {', '.join(HARMFUL_TRAIN)}")
         into = f"loop_{self.tag}_mutations"
         self.mutation_set = into
         if cfg.mutation == "none":
@@ -174,7 +183,8 @@ class RationalLoop:
         n_mut = min(n // 4, cfg.mutation_limit) if cfg.mutation != "none" else 0
         mutated = self._pick([self.mutation_set], n_mut, mutated=True) if n_mut else []
         harmful = self._pick(list(HARMFUL_TRAIN), n - n_mut) + mutated
-        benign = self._pick(list(BENIGN_TRAIN), n)
+        twins = self._pick([self.twin_set], min(cfg.twins, n // 2), mutated=True) if cfg.twins else []
+        benign = self._pick(list(BENIGN_TRAIN), n - len(twins)) + twins
         chosen = dict(harmful + benign)
         report = check_contamination(self.engine, chosen)
         dropped = report.contaminated_prompt_ids
@@ -187,6 +197,7 @@ class RationalLoop:
         self.results["prompts"] = {"harmful": len([p for p, _ in harmful if p in chosen]),
                                    "benign": len([p for p, _ in benign if p in chosen]),
                                    "mutated_harmful": len([p for p, _ in mutated if p in chosen]),
+                                   "benign_twins": len([p for p, _ in twins if p in chosen]),
                                    "contamination": "pass",
                                    "dropped_for_contamination": len(dropped)}
         self.log(f"training prompts: {self.results['prompts']}")
@@ -291,6 +302,8 @@ class RationalLoop:
         self.train_runs: dict[str, int] = {}
         self.results["training"] = {}
         for arm in cfg.arms:
+            if arm == PREFERENCE:
+                continue  # trained on the main arm's student, below
             t0 = time.perf_counter()
             flt, opts = arm_export(arm, self.gen_run_id, cfg.seed, queue_id=self._queue_id() if arm == HUMAN else None)
             name = f"loop-{self.tag}-{arm}"
@@ -310,6 +323,8 @@ class RationalLoop:
                                              "run_id": run.id, "adapter": r.adapter_path,
                                              "steps": r.global_step, "metrics": r.metrics,
                                              "seconds": round(time.perf_counter() - t0, 1)}
+        if PREFERENCE in cfg.arms:
+            preference_stage(self)
 
     def _queue_id(self) -> int:
         """The human arm's queue, which must hold approved traces of train-split prompts."""
@@ -325,10 +340,10 @@ class RationalLoop:
         cfg = self.cfg
         self.eval_runs: dict[str, dict[str, int]] = {}
         ev: dict[str, Any] = {}
-        for arm in ["base"] + cfg.arms:
+        for arm in ["base"] + [a for a in cfg.arms if a in self.train_runs]:
             self.eval_runs[arm] = {}
             for suite in cfg.eval_suites:
-                if arm in ABLATIONS and suite not in cfg.ablation_suites:
+                if arm in (*ABLATIONS, PREFERENCE) and suite not in cfg.ablation_suites:
                     continue
                 t0 = time.perf_counter()
                 spec = EvalSpec(suite=suite, limit=cfg.limit_eval, max_tokens=cfg.eval_max_tokens,
@@ -347,11 +362,13 @@ class RationalLoop:
                     run = execute_eval_run(self.engine, run.id, progress=lambda d, t, m, a=arm, su=suite:
                                            self.stage_progress(5, len(STAGES), f"evaluation {a} {su}: {m}"))
                 self.eval_runs[arm][suite] = run.id
-                rows = (run.metrics or {}).get("rows", [])
+                # live: a reused run's stored table may predate a metric
+                rows = [r for r in run_metrics(self.engine, run.id) if r["source"] == "judge"]
                 ev.setdefault(arm, {})[suite] = {
                     "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1), "cached": cached,
                     "judge": (run.judges or {}).get("decides"),
-                    "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")]}
+                    "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")],
+                    "consistency": consistency_by_set(self.engine, run.id)}
                 self.log(f"[{arm}] {suite}{' (cached run ' + str(run.id) + ')' if cached else ''}: " + ", ".join(
                     f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))
         self.results["evaluation"] = ev
@@ -360,8 +377,8 @@ class RationalLoop:
     # -- report ---------------------------------------------------------------------------------------------
     def write_outputs(self) -> None:
         self.results["timings_s"] = dict(self.timings)
-        self.results["goals"] = goal_numbers(self.results)
         self.results["machine"] = machine()
+        self.results["goals"] = goal_numbers(self.results)
         self.out.mkdir(parents=True, exist_ok=True)
         if "evaluation" in self.results and "base" in getattr(self, "eval_runs", {}):
             self._comparison_reports()
@@ -382,6 +399,15 @@ class RationalLoop:
             except Exception as e:  # the loop's own report must still be written
                 self.note(f"comparison report for {suite} failed: {type(e).__name__}: {e}")
         self.results["comparison_reports"] = files
+
+
+def database_is_fresh(engine: Engine) -> bool:
+    """No prompt, trace, training run or eval run yet: nothing the loop could reuse (its time goal is measured so)."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    with Session(engine) as s:
+        return all(s.execute(select(m.id).limit(1)).first() is None for m in (Prompt, Trace, TrainingRun, EvalRun))
 
 
 def arm_export(arm: str, run_id: int, seed: int = 0, *, queue_id: Optional[int] = None):

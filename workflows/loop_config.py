@@ -10,9 +10,14 @@ from workflows.loop_filter import LEVELS
 
 ABLATIONS = ("keep_system_prompt", "answer_only", "no_benign")
 HUMAN = "human"  # the arm trained on a review queue's approved and edited traces
+PREFERENCE = "preference"  # DPO on the SFT student's own mistakes, on top of the main arm (loop_preference.py)
 HARMFUL_TRAIN = ("harmbench_val", "advbench")
 BENIGN_TRAIN = ("coconot_contrast", "alpaca_harmless")  # JBB benign and XSTest are held out for over-refusal
 EVAL_SUITES = ("harmful", "attacks", "over_refusal")
+
+
+class LoopError(RuntimeError):
+    """The loop cannot go on (e.g. no trace survived the filter); the message names the stage and why."""
 
 
 @dataclass
@@ -29,6 +34,10 @@ class LoopConfig:
     eval_max_tokens: int = 128
     mutation: str = "templates"  # templates (jailbreak templates) | styles (SORRY-Bench rewrites by the teacher)
     mutation_limit: int = 16  # harmful train prompts mutated
+    # Contrast twins among the benign training prompts: the harmful train prompts' topics with the intent stripped,
+    # expected comply (refusal keyed to topic words made JBB-benign over-refusal 0.72 without them); at most half
+    # of limit_train.
+    twins: int = 32
     jbb_methods: list[str] = field(default_factory=lambda: ["PAIR", "GCG", "JBC"])
     # Looser levels fill a behaviour up to min_per_behavior survivors, strictest first.
     fallback: list[str] = field(default_factory=lambda: ["matches_expected"])
@@ -49,6 +58,10 @@ class LoopConfig:
     # (docs/results/rational_loop).
     train_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2, "learning_rate": 5e-4,
                                                                      "max_length": 384})
+    # The preference stage: DPO pairs from the SFT student's mistakes on its training prompts, trained on top.
+    preference: bool = True
+    preference_overrides: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 2,
+                                                                          "learning_rate": 1e-4, "max_length": 384})
     eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
     # The ablation arms answer only these of eval_suites: they compare with main on the goal sets, and the attacks
     # suite (282 more prompts per arm) stays the main arm's.
@@ -68,6 +81,8 @@ class LoopConfig:
             raise ValueError(f"backend '{self.backend}' is not one of auto, vllm, transformers, openai")
         if self.mutation not in ("templates", "styles", "none"):
             raise ValueError(f"mutation '{self.mutation}' is not one of templates, styles, none")
+        if self.twins < 0:
+            raise ValueError(f"twins must be 0 or more, got {self.twins}")
         for name in ("samples", "limit_train", "limit_eval", "gen_max_tokens", "eval_max_tokens", "per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -78,12 +93,15 @@ class LoopConfig:
         """About how many tokens the loop generates: scaffold samples (two short clauses and a reply) and greedy
         eval answers (refusals end early: half the budget on average), for choosing an engine."""
         generation = 2 * self.limit_train * self.samples * (self.gen_max_tokens + 40)
+        if self.preference:  # the SFT student answers its training prompts
+            generation += 2 * self.limit_train * self.eval_max_tokens // 2
         outputs = self.limit_eval * (6 + 5 * len(self.arms))  # base and main: every suite; other arms: goal sets
         return int(generation + outputs * self.eval_max_tokens / 2)
 
     @property
     def arms(self) -> list[str]:
-        return ["main"] + list(self.ablations) + ([HUMAN] if self.from_queue else [])
+        return (["main"] + list(self.ablations) + ([PREFERENCE] if self.preference else [])
+                + ([HUMAN] if self.from_queue else []))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

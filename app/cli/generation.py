@@ -164,6 +164,8 @@ def mutate(
                                         "jailbreak_templates set), comma list"),
     jbb: List[str] = typer.Option([], "--jbb", help="JailbreakBench artifacts to import: PAIR,GCG,JBC,"
                                   "prompt_with_random_search (stored attacks, no model needed)"),
+    twins: List[str] = typer.Option([], "--twins", help="contrast twins (benign, topic-matched, expected "
+                                    "comply): comma list of prevention,history,risks,protection or 'all'"),
     target_set: Optional[str] = typer.Option(None, "--into", help="set to add mutated prompts to "
                                              "(default: NAME_mutations)"),
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
@@ -173,7 +175,8 @@ def mutate(
     max_tokens: int = typer.Option(256, "--max-tokens"),
     wait: bool = typer.Option(False, "--wait"),
 ) -> None:
-    """Add mutated (jailbreak-style) versions of a set's refuse prompts, linked to their parents."""
+    """Add mutated versions of a set's refuse prompts, linked to their parents: jailbreak-style (expected refuse) or
+    contrast twins (the same topic with the intent stripped, expected comply)."""
     from curation.prompts.jobs import enqueue_mutation
     from curation.prompts.mutations import MutationConfig
 
@@ -182,6 +185,7 @@ def mutate(
         _check_set(eng, set_name)
     cfg = MutationConfig(set_name=set_name, styles=cli.split_list(styles), template_ids=[int(x) for x in
                          cli.split_list(templates) if x.isdigit()], jbb_methods=cli.split_list(jbb),
+                         twins=cli.split_list(twins),
                          target_set=target_set, model=model, backend=backend,
                          backend_options={"base_url": base_url} if base_url else {}, limit=limit,
                          max_tokens=max_tokens)

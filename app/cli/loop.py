@@ -29,6 +29,8 @@ def loop_command(
     gen_max_tokens: int = typer.Option(D.gen_max_tokens, "--gen-max-tokens"),
     eval_max_tokens: int = typer.Option(D.eval_max_tokens, "--eval-max-tokens"),
     mutation: str = typer.Option(D.mutation, "--mutation", help="templates | styles | none"),
+    twins: int = typer.Option(D.twins, "--twins", help="contrast twins among the benign training prompts (the "
+                              "harmful train prompts' topics, intent stripped, expected comply); 0 for none"),
     ablations: List[str] = typer.Option([",".join(D.ablations) or "none"], "--ablations",
                                         help="comma list of keep_system_prompt, answer_only, no_benign; "
                                              "'none' for the main arm only"),
@@ -37,6 +39,9 @@ def loop_command(
                                             "survivors: matches_expected, decision, parsed, any; 'none' for "
                                             "strict only"),
     min_per_behavior: int = typer.Option(D.min_per_behavior, "--min-per-behavior"),
+    preference: bool = typer.Option(D.preference, "--preference/--no-preference",
+                                    help="the preference stage: DPO on the SFT student's own mistakes (over- and "
+                                         "under-refusals, answers that contradict their reasoning)"),
     generation_run: Optional[int] = typer.Option(None, "--generation-run",
                                                  help="resume / reuse this generation run"),
     from_queue: Optional[str] = typer.Option(None, "--from-queue",
@@ -58,9 +63,10 @@ def loop_command(
     overrides = {**D.train_overrides, **({"num_train_epochs": epochs} if epochs is not None else {})}
     cfg = LoopConfig(model=model, teacher=teacher, backend=backend, limit_train=limit_train, limit_eval=limit_eval,
                      samples=samples, strategy=strategy, gen_max_tokens=gen_max_tokens,
-                     eval_max_tokens=eval_max_tokens, mutation=mutation, ablations=abl, fallback=fb,
+                     eval_max_tokens=eval_max_tokens, mutation=mutation, twins=twins, ablations=abl, fallback=fb,
                      train_preset=preset, train_overrides=overrides, out=out, tag=tag,
-                     min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue)
+                     min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue,
+                     preference=preference)
     try:
         cfg.validate()
     except ValueError as e:

@@ -42,13 +42,14 @@ class ExportTrace:
     annotation_id: Optional[int] = None
     annotation_version: Optional[int] = None
     edited: bool = False
+    run_id: Optional[int] = None
 
 
 # -- selection --------------------------------------------------------------------------------------------------
 def _trace_query(flt: ExportFilter, statuses: list[str]):
     q = (select(Trace.id, Trace.version, Trace.prompt_id, Trace.reasoning, Trace.response, Trace.status,
-                Trace.decided_by, Trace.template_version, Prompt.text, Prompt.expected_behavior, Prompt.mutation,
-                PromptSet.name)
+                Trace.decided_by, Trace.template_version, Trace.run_id, Prompt.text, Prompt.expected_behavior,
+                Prompt.mutation, PromptSet.name)
          .join(Prompt, Prompt.id == Trace.prompt_id).join(PromptSet, PromptSet.id == Prompt.set_id))
     return replace(flt, statuses=list(statuses)).apply(q).order_by(Trace.id)
 
@@ -111,7 +112,7 @@ def select_traces(engine: Engine, flt: ExportFilter, options: ExportOptions, sta
         out.append(ExportTrace(r.id, r.version, r.prompt_id, r.text, r.status, r.name, r.expected_behavior,
                           r.mutation or "none", r.template_version or "", original, final,
                           a.id if a is not None else None, a.version if a is not None else None,
-                          edited=final != original))
+                          edited=final != original, run_id=r.run_id))
     return out
 
 
@@ -135,11 +136,13 @@ def _sft_rows(traces: list[ExportTrace], options: ExportOptions):
     return rows, lineage, {"skipped_empty": skipped}
 
 
-def _dpo_rows(traces: list[ExportTrace], options: ExportOptions, chosen_statuses: list[str]):
+def _dpo_rows(traces: list[ExportTrace], options: ExportOptions, chosen_statuses: list[str],
+              rejected_runs: list[int]):
     rows, lineage = [], []
     by_prompt: dict[int, dict[str, list[ExportTrace]]] = {}
     for t in traces:
-        side = "rejected" if t.status == "rejected" else ("chosen" if t.status in chosen_statuses else None)
+        side = ("rejected" if not rejected_runs or t.run_id in rejected_runs else None) if t.status == "rejected" \
+            else ("chosen" if t.status in chosen_statuses else None)
         if side:
             by_prompt.setdefault(t.prompt_id, {"chosen": [], "rejected": []})[side].append(t)
 
@@ -195,7 +198,7 @@ def build_rows(engine: Engine, kind: str, flt: ExportFilter, options: ExportOpti
     else:
         chosen_statuses = [st for st in flt.statuses if st != "rejected"] or ["approved"]
         traces = select_traces(engine, flt, options, sorted(set(chosen_statuses) | {"rejected"}))
-        rows, lineage, extra = _dpo_rows(traces, options, chosen_statuses)
+        rows, lineage, extra = _dpo_rows(traces, options, chosen_statuses, flt.rejected_run_ids)
     return traces, rows, lineage, extra
 
 

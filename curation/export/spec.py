@@ -34,11 +34,13 @@ class ExportFilter(TraceFilter):
     statuses: list[str] = field(default_factory=lambda: [TraceStatus.APPROVED.value])
     splits: list[str] = field(default_factory=lambda: [Split.TRAIN.value])
     min_quality: Optional[int] = None  # annotation quality 1..5; traces without one are left out when set
+    # DPO: the rejected side only from these generation runs (e.g. a trained student's own mistakes); empty: any
+    rejected_run_ids: list[int] = field(default_factory=list)
 
     ALIASES: ClassVar[dict[str, str]] = {
         "status": "statuses", "sets": "set_names", "set": "set_names", "split": "splits", "mutation": "mutations",
         "behavior": "behaviors", "behaviour": "behaviors", "runs": "run_ids", "run": "run_ids",
-        "queues": "queue_ids", "queue": "queue_ids", "quality": "min_quality"}
+        "queues": "queue_ids", "queue": "queue_ids", "quality": "min_quality", "rejected_runs": "rejected_run_ids"}
 
     def validate(self) -> None:
         bad = set(self.statuses) - set(TRACE_STATUSES)
@@ -65,7 +67,8 @@ class ExportFilter(TraceFilter):
         except ValueError as e:
             raise ExportError(str(e)) from None
 
-    CLI_NAMES: ClassVar[dict[str, str]] = {"set_names": "sets", "run_ids": "runs", "queue_ids": "queues"}
+    CLI_NAMES: ClassVar[dict[str, str]] = {"set_names": "sets", "run_ids": "runs", "queue_ids": "queues",
+                                           "rejected_run_ids": "rejected_runs"}
 
     def cli_items(self) -> list[str]:
         """The `--filter` items that give this filter back through `parse` (fields left at their default are

@@ -114,6 +114,11 @@ def single(ctx: SampleContext) -> Step:
     return _finish(res.completions[0].text, ctx, [res])
 
 
+def student(ctx: SampleContext) -> Step:
+    res = yield ctx.request([{"role": "user", "content": ctx.prompt}])
+    return _finish(res.completions[0].text, ctx, [res])
+
+
 def prefill(ctx: SampleContext) -> Step:
     head = ctx.fmt.open_tag + "\n"
     res = yield ctx.request(ctx.basic(), prefill=head)
@@ -220,6 +225,8 @@ _SCAFFOLD = tuple(SCAFFOLD_TEXTS)
 STRATEGY_LIST = (
     Strategy("single", 1, "one pass under the self-check system prompt", single),
     Strategy("prefill", 1, "the reply starts with the opening reasoning tag", prefill),
+    Strategy("student", 1, "the prompt alone, as a user sends it (no system prompt, no demos): a trained model's "
+             "own answer, e.g. to find its mistakes for preference pairs", student),
     Strategy("two_pass", 1, "a reasoning call, then an answer conditioned on it", two_pass,
              ("two_pass.reason", "two_pass.answer")),
     Strategy("few_shot", 1, "the self-check prompt plus worked examples from the demo library", few_shot,

@@ -163,11 +163,12 @@ def label_summary(engine: Engine, run_id: int) -> list[dict[str, Any]]:
         for tid, pid, pok, resp, beh, kind, label in s.execute(q):
             r = by.setdefault(tid, {"id": tid, "prompt_id": pid, "parse_ok": bool(pok), "behavior": beh,
                                     "has_response": bool((resp or "").strip()), "match": False,
-                                    "consistent": False, "strict": False, "truncated": False})
+                                    "consistent": False, "inconsistent": False, "strict": False,
+                                    "truncated": False})
             if kind == LabelKind.MATCHES_EXPECTED:
                 r["match"] = label == "yes"
             elif kind == LabelKind.CONSISTENCY:
-                r["consistent"] = label == "consistent"
+                r["consistent"], r["inconsistent"] = label == "consistent", label == "inconsistent"
             elif kind == LabelKind.AUTO_APPROVE:
                 r["strict"] = label == "candidate"
             elif kind == LabelKind.FORMAT and label == "truncated":

@@ -1,10 +1,11 @@
 """Mutations: jailbreak-style variants of `refuse` prompts, each linked to its parent, with its style recorded and
-the expected behaviour `refuse`.
+the expected behaviour `refuse` (contrast twins: `comply`).
 
 - LLM rewrites into the SORRY-Bench styles the paper trained on, one versioned template per style, through any
   backend;
 - template jailbreaks: a template's `[INSERT PROMPT HERE]` slot filled with the prompt;
-- stored attacks: JailbreakBench artifacts (PAIR, GCG, JBC, random search) imported as prompts linked to their goal.
+- stored attacks: JailbreakBench artifacts (PAIR, GCG, JBC, random search) imported as prompts linked to their goal;
+- contrast twins (twins.py): topic-matched benign versions, the one mutation whose expected behaviour is `comply`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sqlmodel import Session
 
 from core.identity import normalise_text, prompt_sha256
 from core.vocabulary import DEFAULT_MODEL
+from curation.prompts.twins import TWIN_KINDS, twin
 from curation.templates import get_template, register_builtin
 from db.engine import write_engine
 from db.models import Prompt, PromptSet
@@ -82,6 +84,8 @@ class MutationConfig:
     styles: list[str] = field(default_factory=list)
     template_ids: list[int] = field(default_factory=list)  # prompts of a jailbreak_templates set
     jbb_methods: list[str] = field(default_factory=list)
+    twins: list[str] = field(default_factory=list)  # contrast twin kinds (twins.TWIN_KINDS), 'all', or none
+    twin_rotate: bool = False  # one twin per parent, the kinds taken in turn (more topics for the same count)
     target_set: Optional[str] = None
     model: str = DEFAULT_MODEL
     backend: str = "transformers"
@@ -101,8 +105,13 @@ class MutationConfig:
         bad = [m for m in self.jbb_methods if m not in JBB_METHODS]
         if bad:
             raise ValueError(f"unknown JailbreakBench method '{bad[0]}'; methods: {', '.join(JBB_METHODS)}")
-        if not (self.styles or self.template_ids or self.jbb_methods):
-            raise ValueError("nothing to do: give --styles, --templates or --jbb")
+        if self.twins == ["all"]:
+            self.twins = list(TWIN_KINDS)
+        bad = [k for k in self.twins if k not in TWIN_KINDS]
+        if bad:
+            raise ValueError(f"unknown twin kind '{bad[0]}'; kinds: {', '.join(TWIN_KINDS)}")
+        if not (self.styles or self.template_ids or self.jbb_methods or self.twins):
+            raise ValueError("nothing to do: give --styles, --templates, --jbb or --twins")
 
     @property
     def into(self) -> str:
@@ -145,7 +154,8 @@ def _insert(engine: Engine, project_id: int, set_name: str, description: str, ro
                 continue
             seen.add(sha)
             s.add(Prompt(project_id=project_id, set_id=set_id, text=r["text"].strip(), sha256=sha,
-                         source_id=r.get("source_id"), category=r.get("category"), expected_behavior="refuse",
+                         source_id=r.get("source_id"), category=r.get("category"),
+                         expected_behavior=r.get("expected_behavior", "refuse"),
                          split=r.get("split", "train"), mutation=r["mutation"][:100],
                          parent_prompt_id=r.get("parent_prompt_id"), meta=r.get("meta", {})))
             inserted += 1
@@ -181,6 +191,18 @@ def template_mutations(engine: Engine, cfg: MutationConfig) -> list[dict]:
                          "parent_prompt_id": pid, "category": cat, "split": split,
                          "meta": {"template_prompt_id": tid}})
     return rows
+
+
+def twin_mutations(engine: Engine, cfg: MutationConfig) -> tuple[list[dict], int]:
+    """(contrast twins of the set's harmful prompts, expected comply; parents no twin could be formed from)."""
+    rows, skipped = [], 0
+    for i, (pid, text, cat, split) in enumerate(_parents(engine, cfg)):
+        kinds = [cfg.twins[i % len(cfg.twins)]] if cfg.twin_rotate else cfg.twins
+        made = [(k, twin(text, k)) for k in kinds]
+        skipped += not any(t for _, t in made)
+        rows += [{"text": t, "mutation": f"twin:{k}", "parent_prompt_id": pid, "category": cat, "split": split,
+                  "expected_behavior": "comply", "meta": {"twin_of": pid}} for k, t in made if t]
+    return rows, skipped
 
 
 def style_mutations(engine: Engine, cfg: MutationConfig, backend, log: Callable[[str], None]) -> list[dict]:
@@ -251,7 +273,7 @@ def run_mutations(engine: Engine, cfg: MutationConfig, *, backend=None,
     cfg.validate()
     log = log or (lambda _l: None)
     progress = progress or (lambda *_a: None)
-    steps = len(cfg.jbb_methods) + (1 if cfg.template_ids else 0) + (1 if cfg.styles else 0)
+    steps = len(cfg.jbb_methods) + (1 if cfg.template_ids else 0) + (1 if cfg.styles else 0) + (1 if cfg.twins else 0)
     done, result = 0, {"inserted": 0, "duplicates": 0, "by_mutation": {}}
 
     def store(rows: list[dict], set_name: str, desc: str, **kw) -> None:
@@ -272,6 +294,14 @@ def run_mutations(engine: Engine, cfg: MutationConfig, *, backend=None,
         store(template_mutations(engine, cfg), cfg.into, f"Mutations of {cfg.set_name}")
         done += 1
         progress(done, steps, "applied jailbreak templates")
+    if cfg.twins:
+        rows, skipped = twin_mutations(engine, cfg)
+        store(rows, cfg.into, f"Contrast twins (benign, topic-matched) of {cfg.set_name}")
+        if skipped:
+            log(f"{skipped} prompts are not plain instructions: no twin could be formed from them")
+        result["twin_parents_skipped"] = skipped
+        done += 1
+        progress(done, steps, "wrote contrast twins")
     if cfg.styles:
         own = backend is None
         if own:

@@ -21,6 +21,7 @@ from evaluation.runs import (
     EvalError,
     EvalSpec,
     adapter_choices,
+    consistency_by_set,
     create_eval_run,
     get_run,
     run_identity,
@@ -134,6 +135,21 @@ def run_details() -> None:
                         "failures": m["k"], "rate %": round(100 * m["rate"], 1),
                         "95% CI": f"[{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]"} for m in metrics])
     st.dataframe(df, hide_index=True, width="stretch")
+    consistency_panel(run.id)
+
+
+def consistency_panel(run_id: int) -> None:
+    """Per set: does the answer do what the reasoning concluded (judge verdicts)?"""
+    counts = consistency_by_set(eng, run_id)
+    if not any(c["concluded"] for c in counts.values()):
+        return
+    st.markdown("**Does the answer follow the reasoning?** The reasoning's conclusion (help / not help, from its "
+                "last sentences) against the judged answer.")
+    st.dataframe(pd.DataFrame([{
+        "set": name, "outputs": c["outputs"], "reasoning concludes": c["concluded"],
+        "consistent %": round(100 * c["consistent"] / c["concluded"], 1) if c["concluded"] else None,
+        "reasoned help, refused": c["help_but_refused"], "reasoned refuse, complied": c["refuse_but_complied"]}
+        for name, c in sorted(counts.items())]), hide_index=True, width="stretch")
 
 
 def rescore_form(run) -> None:

@@ -23,6 +23,7 @@ from curation.judges.jobs import enqueue_label
 from curation.judges.registry import DEFAULT_JUDGE, JUDGE_NAMES
 from curation.prompts.jobs import enqueue_mutation
 from curation.prompts.mutations import JBB_METHODS, STYLES, MutationConfig
+from curation.prompts.twins import TWIN_KINDS
 from db.crud import list_sets
 
 eng = engine()
@@ -126,11 +127,14 @@ with tab_mut:
         m_set = st.selectbox("Mutate the refuse prompts of", sets, key="mut_set")
         styles = st.multiselect("SORRY-Bench styles (LLM rewrite)", list(STYLES), key="mut_styles")
         jbb = st.multiselect("JailbreakBench stored attacks", list(JBB_METHODS), key="mut_jbb")
+        twins = st.multiselect("Contrast twins (benign, same topic, expected comply)", list(TWIN_KINDS),
+                               key="mut_twins", help="the request's topic with the intent stripped: how it is "
+                               "prevented, its history, why it is dangerous, how people protect themselves")
         c1, c2 = st.columns(2)
         m_model = c1.text_input("Rewrite model", value=DEFAULT_MODEL, key="mut_model")
         m_limit = c2.number_input("Parent prompts (0 = all)", 0, 1_000_000, 20, key="mut_limit")
         if st.form_submit_button("Start mutation"):
-            mcfg = MutationConfig(set_name=m_set, styles=styles, jbb_methods=jbb, model=m_model.strip(),
+            mcfg = MutationConfig(set_name=m_set, styles=styles, jbb_methods=jbb, twins=twins, model=m_model.strip(),
                                   limit=int(m_limit) or None)
             try:
                 mcfg.validate()
