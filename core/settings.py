@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         json_schema_extra={"default_text": "`.venv-vllm/bin/python` when present"})
     rational_torch_threads: int = Field(
         0, description="CPU threads for the transformers backend (0: torch's default)")
+    rational_trust_forwarded: bool = Field(
+        False, description="sign-in throttling trusts the client address a reverse proxy forwards "
+        "(`X-Forwarded-For`); set it only behind a proxy that overwrites that header. Off, every request that "
+        "carries a forwarded header shares one throttle, so a forged header earns no fresh attempts")
     rational_engine_idle_s: float = Field(
         600.0, description="seconds the worker keeps an idle model engine loaded for the next job")
     openai_base_url: str = Field(

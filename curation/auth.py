@@ -126,6 +126,19 @@ def create_user(engine: Engine, username: str, password: str, role: str, *, only
         return user
 
 
+FORWARDED_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded")
+UNTRUSTED_FORWARD = "forwarded (untrusted)"
+
+
+def throttle_client(ip: Optional[str], headers: dict[str, str], *, trust_forwarded: bool) -> str:
+    """The address a sign-in is throttled under. Streamlit reports a forwarded address as the client's, and anyone
+    can send the header: unless a trusted proxy sets it, all forwarded requests share one key."""
+    forwarded = any(h.lower() in FORWARDED_HEADERS for h in headers)
+    if forwarded and not trust_forwarded:
+        return UNTRUSTED_FORWARD
+    return ip if isinstance(ip, str) and ip else "unknown"
+
+
 def _retry_after(session: Session, column, value: str, now: datetime, free: int, *, success_resets: bool) -> int:
     """Seconds until `value` (a user name or a client) may try again: nothing for `free` failures within the
     window (for a name: since its last success), then a delay doubling with each further failure."""

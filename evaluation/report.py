@@ -138,8 +138,8 @@ def build_report(engine: Engine, run_a: int, run_b: int, *, examples: int = 5, i
     a, b = cmp["a"], cmp["b"]
     md = [f"# Safety evaluation: run #{a['id']} (A) vs run #{b['id']} (B)\n\n",
           f"Suite **{a['suite']}**. A = before, B = after. Every metric is a failure rate (lower is better); "
-          "95% confidence intervals are percentile bootstrap (2,000 resamples), the delta's CI is paired over "
-          "prompts both runs answered.\n",
+          "95% intervals are Wilson score intervals for rates (marked † where n < 30) and paired percentile "
+          "bootstrap (2,000 resamples over the prompts both runs answered) for deltas.\n",
           "\n## Runs\n\n", _identity_lines("A", a), _identity_lines("B", b)]
     if cmp["notes"]:
         md.append("\n**Read with care:**\n" + "".join(f"- {_cell(n)}\n" for n in cmp["notes"]))

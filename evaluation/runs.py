@@ -105,6 +105,20 @@ def resolve_model_path(model: str) -> str:
         raise EvalError(f"model '{model}': {e}") from None
 
 
+def _check_not_unfinished(engine: Engine, adapter: str) -> None:
+    """An adapter folder inside one of our training runs must be that run's published adapter, and the run must
+    have succeeded: a failed or stopped run's checkpoint is not a result. Adapters from elsewhere pass."""
+    path = Path(adapter).resolve()
+    with Session(engine) as s:
+        for run_id, out, status, final in s.execute(select(TrainingRun.id, TrainingRun.output_dir,
+                                                           TrainingRun.status, TrainingRun.adapter_path)):
+            if out and path.is_relative_to(Path(out).resolve()):
+                if status != "succeeded" or not final or Path(final).resolve() != path:
+                    raise EvalError(f"{adapter}: a checkpoint of training run {run_id} ({status}), not its final "
+                                    f"adapter; only a succeeded run's adapter is evaluated (--run {run_id})")
+                return
+
+
 def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int] = None,
                     project_id: int = 1, reuse: bool = False) -> EvalRun:
     """Record a run (who may: reviewers and admins; None is the local operator). Suite sets missing from the
@@ -126,6 +140,8 @@ def create_eval_run(engine: Engine, spec: EvalSpec, *, created_by: Optional[int]
         if tr.status != "succeeded" or not tr.adapter_path:  # a run that did not finish has no final adapter
             raise EvalError(f"training run {tr.id} is {tr.status}; only a succeeded run's adapter is evaluated")
         adapter, model = tr.adapter_path, model or tr.base_model
+    elif adapter:
+        _check_not_unfinished(engine, adapter)
     if not model:
         raise EvalError("give a model (--model), or a training run (--run) whose base model is used")
     digest = adapter_sha256(adapter) if adapter else None

@@ -143,6 +143,38 @@ def test_bad_input_is_named(sqlite_engine, tiny_model_dir, tmp_path):
         create_eval_run(sqlite_engine, _spec(tiny_model_dir, limit=0))
 
 
+def test_a_checkpoint_of_an_unfinished_training_run_is_not_evaluated(sqlite_engine, tiny_model_dir,
+                                                                      tiny_adapter_dir, tmp_path):
+    """Given as a folder, an adapter inside one of our training runs must be that run's published adapter of a
+    succeeded run; an adapter from elsewhere is evaluated as before."""
+    import shutil
+
+    from sqlmodel import Session
+
+    from db.models import TrainingRun
+
+    out = tmp_path / "runs" / "run-7"
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    shutil.copytree(tiny_adapter_dir, ckpt)
+    with Session(sqlite_engine) as s:
+        run = TrainingRun(name="stopped", base_model=str(tiny_model_dir), method="sft", status="failed",
+                          output_dir=str(out), config={})
+        s.add(run)
+        s.commit()
+        run_id = run.id
+    with pytest.raises(EvalError, match=f"a checkpoint of training run {run_id} \\(failed\\)"):
+        create_eval_run(sqlite_engine, _spec(tiny_model_dir, adapter=str(ckpt)))
+    with Session(sqlite_engine) as s:  # succeeded, but a checkpoint is still not the final adapter
+        s.get(TrainingRun, run_id).status = "succeeded"
+        s.get(TrainingRun, run_id).adapter_path = str(out / "adapter")
+        s.commit()
+    with pytest.raises(EvalError, match="not its final adapter"):
+        create_eval_run(sqlite_engine, _spec(tiny_model_dir, adapter=str(ckpt)))
+    shutil.copytree(tiny_adapter_dir, out / "adapter")
+    assert create_eval_run(sqlite_engine, _spec(tiny_model_dir, adapter=str(out / "adapter"))).adapter_sha256
+    assert create_eval_run(sqlite_engine, _spec(tiny_model_dir, adapter=str(tiny_adapter_dir))).adapter_sha256
+
+
 def test_attack_suite_takes_mutated_eval_prompts_per_style(sqlite_engine, tiny_model_dir):
     from core.identity import prompt_sha256
     from curation.prompts.builtin import import_builtin

@@ -420,3 +420,20 @@ def test_an_export_killed_in_its_process_is_reaped_by_the_next_worker(process, s
     assert snap.status == "failed" and "no heartbeat" in snap.error
     assert not list(out.glob(".killed.*")) and not (out / "killed").exists()
     assert Path(create_export(sqlite_engine, "killed", "sft", out_dir=out).path).is_dir()  # the name is free
+
+
+def test_clean_up_of_a_killed_build_leaves_other_exports_alone(sqlite_engine, tmp_path):
+    """Stale temp folders of export NAME are removed when NAME is built again; those of NAME.b (whose name starts
+    with NAME) and of other exports are not."""
+    from curation.export.snapshot import _partials
+
+    out = tmp_path / "exports"
+    out.mkdir()
+    mine, other, longer = (out / ".ex.3-0123abcd.partial", out / ".ex.b.4-89abcdef.partial",
+                           out / ".exx.5-00000000.partial")
+    for p in (mine, other, longer):
+        p.mkdir()
+    assert _partials(out, "ex") == [mine] and _partials(out, "ex.b") == [other] and _partials(out, "ex", 4) == []
+    seed(sqlite_engine, n=4)
+    create_export(sqlite_engine, "ex", "sft", out_dir=out)
+    assert not mine.exists() and other.is_dir() and longer.is_dir()

@@ -145,13 +145,29 @@ def test_constant_behaviour_and_split_from_a_column(engine, tmp_path):
         ("first", "train", "partial", {"src": "a"}), ("second", "eval", "partial", {"src": "b"})]
 
 
-def test_long_optional_fields_are_cut_to_their_column(engine, tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "p", "mut": "m" * 150, "cat": "c" * 300}])
+def test_long_optional_fields_are_row_errors_not_cut(engine, tmp_path):
+    """A category or source id longer than its column is refused with the field named (cut, two different values
+    would silently become one); the rows that fit are imported, and PostgreSQL no longer rejects the import."""
+    path = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "p", "mut": "m" * 150, "cat": "c"},
+                                              {"prompt": "q", "mut": "m", "cat": "c" * 5000},
+                                              {"prompt": "r", "mut": "m" * 100, "cat": "c" * 200}])
     cfg = ImportConfig(set_name="m", mapping={"text": "prompt", "mutation": "mut", "category": "cat"},
                        behavior="refuse")
-    assert PromptImporter(engine, cfg).run(path).inserted == 1  # PostgreSQL used to reject the whole import
+    report = PromptImporter(engine, cfg).run(path)
+    assert report.inserted == 1 and report.invalid == 2
+    assert [(e["line"], e["field"], e["message"]) for e in report.errors] == [
+        (1, "mut", "too long: 150 characters (limit 100)"), (2, "cat", "too long: 5,000 characters (limit 200)")]
     (p,) = prompts(engine, "m")
-    assert (len(p.mutation), len(p.category)) == (100, 200)
+    assert (p.text, len(p.mutation), len(p.category)) == ("r", 100, 200)
+
+
+def test_a_header_naming_a_column_twice_is_refused(engine, tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("prompt,prompt,category\nfirst,second,c\n", encoding="utf-8")
+    cfg = ImportConfig(set_name="d", mapping={"text": "prompt", "category": "category"}, behavior="refuse")
+    with pytest.raises(ImportFileError, match="column 'prompt' appears 2 times in the header"):
+        PromptImporter(engine, cfg).run(str(path))
+    assert prompts(engine, "d") == []
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -46,13 +46,37 @@ def test_training_on_reviewer_labels_makes_a_new_version_with_new_scores(engine)
     with pytest.raises(PermissionDenied):
         learned.train(engine, users["annotator"])
     row = learned.train(engine, users["reviewer"])
-    assert row.version == 2 and row.card["trained_on"]["reviewers"] == {"refused": 80}
+    assert row.version == 2 and row.card["trained_on"]["reviewers"] == {"refused": 40}  # one per decided trace
     assert row.card["heldout"]["n"] > 100  # measured on the shipped held-out rows at once
     v2 = learned.load(engine)
     after = v2.judge(probe)[0]
     assert v2.version == 2 and after.judge == "learned@v2"
     assert after.score > before.score + 0.2 and after.label == "refused", (before, after)
     assert learned.load(engine, 1).judge(probe)[0].score == pytest.approx(before.score)  # old versions stay
+
+
+def test_an_annotator_alone_cannot_move_the_judge(engine):
+    """Labels count only where a trace was decided by more than one person's word: one annotator's labels (a queue
+    of overlap 1), labels on undecided traces and labels of a deactivated account never reach the training rows."""
+    from curation.auth import update_user
+
+    users = make_users(engine)
+    tids = make_traces(engine, 30, responses=[f"{CODEWORD} [{i}]" for i in range(30)], set_name="solo")
+    q = queues.create_queue(engine, users["admin"], "solo", {"set_names": ["solo"]}, overlap=1,
+                            members=[users["annotator"].id])
+    while (c := claims.claim_next(engine, users["annotator"], q.id)) is not None:
+        submit_annotation(engine, users["annotator"], c.trace_id, decision="approve", trace_version=c.trace_version,
+                          queue_id=q.id, behavior_label="refuse")
+    with Session(engine) as s:  # decided by consensus of one: approved, yet one person's word
+        assert {t.status for t in s.execute(select(Trace).where(Trace.id.in_(tids))).scalars()} == {"approved"}
+    assert learned.reviewer_rows(engine) == []
+    with pytest.raises(ValueError, match="no reviewer behaviour labels"):
+        learned.train(engine, users["admin"])
+    # Two people agreeing count once per trace; the same pair after one is deactivated no longer agrees.
+    _label_traces_as_reviewers(engine, users, [f"{CODEWORD} <{i}>" for i in range(3)], "refuse", queue="pair")
+    assert len(learned.reviewer_rows(engine)) == 3
+    update_user(engine, users["admin"], users["reviewer"].id, is_active=False)
+    assert learned.reviewer_rows(engine) == []  # the annotator is left alone again
 
 
 def test_judge_cli_score_eval_train(engine, tmp_path, monkeypatch):
@@ -87,7 +111,7 @@ def test_judge_cli_score_eval_train(engine, tmp_path, monkeypatch):
     users = make_users(engine)
     _label_traces_as_reviewers(engine, users, [f"{CODEWORD} #{i}" for i in range(10)], "refuse", queue="cli")
     res = runner.invoke(app, ["judge", "train", "--as", "reviewer"])
-    assert res.exit_code == 0 and "learned@v2" in res.output and "reviewers 20" in res.output, res.output
+    assert res.exit_code == 0 and "learned@v2" in res.output and "reviewers 10" in res.output, res.output
     res = runner.invoke(app, ["judge", "list"])
     assert res.exit_code == 0 and "learned@v2" in res.output and "prefix@v1" in res.output
 

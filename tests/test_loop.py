@@ -221,7 +221,7 @@ def test_config_rejects_unknown_names_and_pure_report_parts():
     assert goal_numbers(res)["consistency_by_set"] == {"harmbench_test": 0.9, "xstest": 1.0}
     assert g[4] == "wall time 25.0 min, fresh database (goal ≤ 45 min on this CPU): met"
     report = render_report(res)
-    assert "90.0% [0, 100] (n=10)" in report  # the verdict row, not the inconsistency row of the same set
+    assert "90.0% [0, 100] (n=10 †)" in report  # small n marked; the verdict row, not the inconsistency row of the same set
     assert "| harmful: harmbench_test | main | 90.0% [0, 100] | 1 | 0 | 10 / 12 |" in report
 
 

@@ -387,6 +387,10 @@ def test_cli_queues_and_users(sqlite_url, monkeypatch):
     assert r.exit_code == 2 and "behaviors" in r.output
     r = run(app, ["queues", "progress", "1", "--as", "admin"])
     assert r.exit_code == 0 and "0/2 done" in r.output
+    r = run(app, ["queues", "create", "[q] [bold]x[/bold]", "--as", "admin"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["queues", "list", "--as", "admin"], terminal_width=200)
+    assert r.exit_code == 0 and "[q] [bold]x[/bold]" in r.output  # data in a table is never Rich markup
     r = run(app, ["users", "set-role", "annotator", "--role", "reviewer", "--as", "admin"])
     assert r.exit_code == 0
     assert [u.role for u in list_users(eng) if u.id == users["annotator"].id] == ["reviewer"]

@@ -91,6 +91,24 @@ def test_one_client_guessing_many_names_is_throttled_and_its_own_account_does_no
     assert authenticate(engine, "alice", "correct horse", client="10.0.0.9") is not None
 
 
+def test_a_fresh_forwarded_header_earns_no_fresh_attempts(engine):
+    """Streamlit reports X-Forwarded-For as the client's address: unless a trusted proxy sets it, every forwarded
+    request is throttled under one key, so spoofing a new address per guess is still throttled."""
+    create_user(engine, "mallory", "mallory pass", "annotator")
+    keys = {auth.throttle_client(f"10.9.0.{i}", {"X-Forwarded-For": f"10.9.0.{i}"}, trust_forwarded=False)
+            for i in range(auth.CLIENT_FREE_FAILURES + 1)}
+    assert keys == {auth.UNTRUSTED_FORWARD}
+    for i in range(auth.CLIENT_FREE_FAILURES):
+        ip = f"10.9.0.{i}"
+        assert authenticate(engine, f"guess-{i}", "pw", client=auth.throttle_client(
+            ip, {"x-real-ip": ip}, trust_forwarded=False)) is None
+    with pytest.raises(LoginThrottled):
+        authenticate(engine, "mallory", "mallory pass", client=auth.throttle_client(
+            "10.9.9.9", {"Forwarded": "for=10.9.9.9"}, trust_forwarded=False))
+    assert auth.throttle_client("10.9.9.9", {"X-Forwarded-For": "10.9.9.9"}, trust_forwarded=True) == "10.9.9.9"
+    assert auth.throttle_client("127.0.0.1", {"Host": "x"}, trust_forwarded=False) == "127.0.0.1"
+
+
 def test_parallel_guesses_do_not_slip_under_the_limit(engine):
     create_user(engine, "victim", "correct horse", "annotator")
     barrier = threading.Barrier(12)

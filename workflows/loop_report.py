@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from core.markdown import literal
 from curation.backends.choice import cpu, isa_line
-from evaluation.metrics import INCONSISTENCY
+from evaluation.metrics import INCONSISTENCY, SMALL_N
 
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
@@ -99,7 +99,10 @@ def _rate(rows: list[dict], level: str, group: str, metric: Optional[str] = None
 
 
 def _fmt(r: Optional[dict]) -> str:
-    return "—" if r is None else f"{100 * r['rate']:.1f}% [{100 * r['lo']:.0f}, {100 * r['hi']:.0f}] (n={r['n']})"
+    if r is None:
+        return "—"
+    small = " †" if r["n"] < SMALL_N else ""
+    return f"{100 * r['rate']:.1f}% [{100 * r['lo']:.0f}, {100 * r['hi']:.0f}] (n={r['n']}{small})"
 
 
 def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -259,7 +262,7 @@ def render_report(results: dict[str, Any]) -> str:
     if results.get("yield"):
         md.append("\n## Yield (traces surviving rejection sampling, per behaviour)\n\n" + yield_table(results["yield"]))
     if results.get("evaluation"):
-        md.append("\n## Main table (failure rates, lower is better; 95% bootstrap CI)\n\n"
+        md.append(f"\n## Main table (failure rates, lower is better; Wilson 95% interval; † n < {SMALL_N})\n\n"
                   "asr = harmful prompt not refused; false_refusal_rate = benign prompt refused.\n\n")
         md.append(metric_table(results, [a for a in ("base", "main") if a in arms]))
         md.append("\nThe over_refusal suite also scores CoCoNot contrast, whose prompts are in the train split "
@@ -267,7 +270,7 @@ def render_report(results: dict[str, Any]) -> str:
         md.append("\n### Goals (main arm)\n\n" + "".join(f"- {g}\n" for g in goals(results)))
         md.append("\n### Does the answer follow the reasoning?\n\nThe reasoning's conclusion (help / not help, "
                   "from its last sentences) against the judged answer, over the outputs whose reasoning concludes; "
-                  "95% bootstrap CI.\n\n" + consistency_table(results, [a for a in arms if a != "base"]))
+                  "Wilson 95% interval.\n\n" + consistency_table(results, [a for a in arms if a != "base"]))
         for abl in extra:
             if abl in arms:
                 title = (f"Human arm: queue {literal(cfg.get('from_queue'))}" if abl == "human"

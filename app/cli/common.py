@@ -11,10 +11,19 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
 out = Console()
 err = Console(stderr=True)
 
+
+
+class DataTable(Table):
+    """A Rich table whose cells are data: text shows as it is, never read as Rich markup (a name `[q]` stays)."""
+
+    def add_row(self, *cells, **kw) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kw)
 
 def fail(message: str, code: int = 2) -> None:
     err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)

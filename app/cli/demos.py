@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from app.cli import common as cli
+from app.cli.common import DataTable
 
 demos_app = typer.Typer(no_args_is_help=True, help="The demo library few-shot strategies draw from.")
 
@@ -20,7 +20,7 @@ def demos_list(all_: bool = typer.Option(False, "--all", help="include disabled 
 
     eng = cli.engine()
     ensure_shipped(eng)
-    t = Table("id", "behaviour", "source", "trace", "active", "prompt", "reasoning")
+    t = DataTable("id", "behaviour", "source", "trace", "active", "prompt", "reasoning")
     for d in list_demos(eng, active_only=not all_):
         t.add_row(str(d["id"]), d["behavior"], d["source"], str(d["trace_id"] or ""),
                   "yes" if d["is_active"] else "no", d["prompt"][:50], d["reasoning"][:60])

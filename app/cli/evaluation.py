@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from app.cli import common as cli
+from app.cli.common import DataTable
 
 
 def register(app: typer.Typer) -> None:
@@ -100,15 +100,16 @@ def rescore_command(run: int = typer.Argument(..., help="eval run id"),
     cli.out.print(metrics_table(run_metrics(eng, run), source="judge"))
 
 
-def metrics_table(rows: list[dict], *, source: str) -> Table:
-    from evaluation.metrics import METRICS
+def metrics_table(rows: list[dict], *, source: str) -> DataTable:
+    from evaluation.metrics import METRICS, SMALL_N
 
-    t = Table("metric", "level", "group", "n", "rate", "95% CI")
+    t = DataTable("metric", "level", "group", "n", "rate", "95% CI", caption=f"† n < {SMALL_N}: a wide interval")
     for r in rows:
         if r["source"] == source and r["level"] in ("suite", "set", "mutation"):
             if r["level"] == "mutation" and r["group"] == "none":
                 continue
-            t.add_row(METRICS[r["metric"]], r["level"], str(r["group"]), str(r["n"]), f"{100 * r['rate']:.1f}%",
+            t.add_row(METRICS[r["metric"]], r["level"], str(r["group"]),
+                      f"{r['n']}{' †' if r['n'] < SMALL_N else ''}", f"{100 * r['rate']:.1f}%",
                       f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]")
     return t
 
@@ -119,7 +120,7 @@ def eval_runs_command(suite: Optional[str] = typer.Option(None, "--suite"),
     from evaluation.judging import judge_line
     from evaluation.runs import list_runs
 
-    t = Table("id", "name", "suite", "status", "prompts", "judge", "adapter sha256", "created")
+    t = DataTable("id", "name", "suite", "status", "prompts", "judge", "adapter sha256", "created")
     for r in list_runs(cli.engine(), suite=suite, limit=limit):
         t.add_row(str(r.id), r.name, r.suite_version, r.status, str(r.n_prompts), judge_line(r.judges),
                   (r.adapter_sha256 or "")[:12], r.created_at.strftime("%Y-%m-%d %H:%M"))
@@ -142,7 +143,7 @@ def compare_command(run_a: int = typer.Argument(..., help="eval run A (before)")
         cli.fail(str(e))
     for n in cmp["notes"]:
         cli.err.print(f"note: {n}", markup=False, highlight=False)
-    t = Table("metric", "level", "group", "n", "A", "B", "delta [95% CI]")
+    t = DataTable("metric", "level", "group", "n", "A", "B", "delta [95% CI]")
     for r in cmp["judge"]:
         if r["level"] in ("suite", "set"):
             t.add_row(METRICS[r["metric"]], r["level"], str(r["group"]), str(r["n"]), f"{100 * r['before']:.1f}%",

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from app.cli import common as cli
+from app.cli.common import DataTable
 from core.vocabulary import DEFAULT_MODEL
 
 templates_app = typer.Typer(no_args_is_help=True, help="Versioned self-check / mutation / judge templates.")
@@ -51,7 +51,7 @@ def _yield_table(eng, run_id: int) -> None:
     from curation.generation.runs import get_run
 
     s = get_run(eng, run_id).summary or {}
-    t = Table("behaviour", "samples", "parsed", "matches expected", "usable", "usable %")
+    t = DataTable("behaviour", "samples", "parsed", "matches expected", "usable", "usable %")
     for b, y in sorted((s.get("yield") or {}).items()):
         t.add_row(b, str(y["samples"]), str(y["parsed"]), str(y["matches"]), str(y["usable"]),
                   f"{100 * y['usable'] / max(1, y['samples']):.0f}%")
@@ -239,7 +239,7 @@ def templates_list() -> None:
     from curation.templates import BUILTIN_TEMPLATES, get_template
 
     eng = cli.engine()
-    t = Table("name", "version", "first line")
+    t = DataTable("name", "version", "first line")
     for name in sorted(BUILTIN_TEMPLATES):
         tpl = get_template(eng, name)
         t.add_row(name, str(tpl.version), tpl.text.splitlines()[0][:80])

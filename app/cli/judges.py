@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from app.cli import common as cli
+from app.cli.common import DataTable
 
 judge_app = typer.Typer(no_args_is_help=True, help="Refusal judges: score files, measure them, retrain the learned "
                         "judge on reviewers' labels.")
@@ -116,13 +116,13 @@ def evaluate(file: Path = typer.Argument(..., help="JSONL rows with 'prompt', 'r
             be.close()
     cli.out.print(f"{m['judge']} on {m['n']} rows: accuracy {m['accuracy']:.3f}, Cohen's kappa {m['kappa']:.3f}",
                   highlight=False)
-    t = Table("label", "precision", "recall", "support")
+    t = DataTable("label", "precision", "recall", "support")
     for lab, c in m["per_class"].items():
         t.add_row(lab, "-" if c["precision"] is None else f"{c['precision']:.3f}",
                   "-" if c["recall"] is None else f"{c['recall']:.3f}", str(c["support"]))
     cli.out.print(t)
     labels = list(m["confusion"])
-    t = Table("gold \\ judged", *labels)
+    t = DataTable("gold \\ judged", *labels)
     for g in labels:
         t.add_row(g, *[str(m["confusion"][g][j_]) for j_ in labels])
     cli.out.print(t)
@@ -154,7 +154,7 @@ def list_judges() -> None:
     from curation.judges.registry import JUDGE_NAMES, get_judge, measured
 
     eng = cli.engine()
-    t = Table("judge", "accuracy", "refused recall", "kappa", "held-out rows", "trained on")
+    t = DataTable("judge", "accuracy", "refused recall", "kappa", "held-out rows", "trained on")
     rows = [(get_judge(n, engine=eng).ref, measured(eng, get_judge(n, engine=eng).ref), "")
             for n in JUDGE_NAMES if n not in ("llm", "learned")]
     rows = [(v["ref"], v.get("heldout"), _trained(v.get("trained_on") or {})) for v in learned.list_versions(eng)] + rows

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Column, Table
+from rich.table import Column
 
-from app.cli.common import engine, err, fail, out, parse_pairs, with_progress
+from app.cli.common import DataTable, engine, err, fail, out, parse_pairs, with_progress
 
 sets_app = typer.Typer(no_args_is_help=True, help="Built-in prompt sets.")
 prompts_app = typer.Typer(no_args_is_help=True, help="Prompts.")
@@ -27,7 +27,7 @@ def sets_list() -> None:
 
     installed = {s["name"]: s["prompts"] for s in list_sets(engine())}
     # The name is what `sets import` takes: never cut it, whatever the width of the output.
-    t = Table(Column("name", no_wrap=True, min_width=max(len(n) for n in BUILTIN_SETS)), "split", "behaviour",
+    t = DataTable(Column("name", no_wrap=True, min_width=max(len(n) for n in BUILTIN_SETS)), "split", "behaviour",
               "license", "installed", "use")
     for s in BUILTIN_SETS.values():
         beh = s.behavior or ",".join(f"{k}→{v}" for k, v in s.behavior_map.items())
@@ -123,7 +123,7 @@ def prompts_list(set_name: Optional[str] = typer.Option(None, "--set"), limit: i
     flt = PromptFilter(set_names=[set_name] if set_name else None, behaviors=[behavior] if behavior else None,
                        splits=[split] if split else None, search=search)
     eng = engine()
-    t = Table("id", "set", "behaviour", "split", "category", "text")
+    t = DataTable("id", "set", "behaviour", "split", "category", "text")
     for r in list_prompts(eng, flt, limit=limit):
         t.add_row(str(r["id"]), r["set"], r["expected_behavior"], r["split"], r["category"] or "",
                   (r["text"][:100] + "…") if len(r["text"]) > 100 else r["text"])

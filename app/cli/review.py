@@ -8,9 +8,9 @@ import json
 from typing import List
 
 import typer
-from rich.table import Table
 
 from app.cli import common as cli
+from app.cli.common import DataTable
 
 queues_app = typer.Typer(no_args_is_help=True, help="Review queues.")
 
@@ -34,7 +34,7 @@ def users_list() -> None:
     """Local accounts and their roles."""
     from curation.auth import list_users
 
-    t = Table("id", "user", "role", "active")
+    t = DataTable("id", "user", "role", "active")
     for u in list_users(cli.engine()):
         t.add_row(str(u.id), u.username, u.role, "yes" if u.is_active else "no")
     cli.out.print(t)
@@ -81,7 +81,7 @@ def queues_list(acting: str = typer.Option(..., "--as")) -> None:
     from curation.review.queues import list_queues
 
     eng = cli.engine()
-    t = Table("id", "name", "overlap", "items", "done", "active")
+    t = DataTable("id", "name", "overlap", "items", "done", "active")
     for q in list_queues(eng, _actor(eng, acting)):
         t.add_row(str(q["id"]), q["name"], str(q["overlap"]), str(q["items"]), str(q["done"]),
                   "yes" if q["is_active"] else "no")
@@ -99,7 +99,7 @@ def queues_progress(queue_id: int, acting: str = typer.Option(..., "--as")) -> N
     except (ValueError, PermissionDenied) as e:
         cli.fail(str(e))
     cli.out.print(f"{p['queue']['name']}: {p['done']}/{p['items']} done ({p['fraction']:.0%})")
-    t = Table("member", "role", "annotations")
+    t = DataTable("member", "role", "annotations")
     for m in p["members"]:
         t.add_row(m["username"], m["role"], str(m["annotations"]))
     cli.out.print(t)

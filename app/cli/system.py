@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from app.cli.common import engine, fail, out
+from app.cli.common import DataTable, engine, fail, out
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs.")
@@ -76,7 +75,7 @@ def users_password(name: str,
 def jobs_list(limit: int = typer.Option(20, "--limit")) -> None:
     from db.crud import list_jobs
 
-    t = Table("id", "kind", "status", "progress", "worker", "label", "message", "error")
+    t = DataTable("id", "kind", "status", "progress", "worker", "label", "message", "error")
     for j in list_jobs(engine(), limit=limit):
         prog = f"{j.progress_done}/{j.progress_total}" if j.progress_total else str(j.progress_done)
         t.add_row(str(j.id), j.kind, j.status, prog, j.worker_id or "", j.requires_label or "", j.message,
@@ -134,7 +133,7 @@ def doctor(model: str = typer.Option("default", "--model", help="model name or f
     engines = installed()
     out.print(f"local engines: {', '.join(engines)}", markup=False, highlight=False)
     path = resolve_model(model)
-    table = Table("engine", "tokens/s", "start s", "measured", "note")
+    table = DataTable("engine", "tokens/s", "start s", "measured", "note")
     hits = {name: cached(info, name, path) for name in engines}
     for name, hit in hits.items():
         table.add_row(name, f"{hit.tokens_per_s:.0f}" if hit else "—", f"{hit.start_s:.0f}" if hit else "—",

@@ -13,7 +13,8 @@ from app.web.navigation import VIEWS, View, menu, view_for
 from app.web.plain import plain
 from app.web.state import engine
 from core.errors import LoginThrottled, PermissionDenied
-from curation.auth import authenticate, can, count_users, create_first_admin
+from core.settings import get_settings
+from curation.auth import authenticate, can, count_users, create_first_admin, throttle_client
 from curation.sessions import COOKIE, TTL_S, end_session, session_user, start_session
 from db.models import User
 
@@ -51,10 +52,10 @@ def _cookie() -> Optional[str]:
 
 def _client() -> str:
     try:
-        ip = st.context.ip_address
+        ip, headers = st.context.ip_address, dict(st.context.headers or {})
     except Exception:  # no browser request behind this run
-        ip = None
-    return ip if isinstance(ip, str) and ip else "unknown"
+        ip, headers = None, {}
+    return throttle_client(ip, headers, trust_forwarded=get_settings().rational_trust_forwarded)
 
 
 def _write_cookie(value: str, max_age: int) -> None:

@@ -6,8 +6,10 @@ is failed and its temp folder removed by `reap_exports`, which the worker runs a
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -81,9 +83,15 @@ def _fail(engine: Engine, snap_id: int, error: str, contamination: dict | None =
 
 
 def _partials(root: Path, name: str, snap_id: int | None = None) -> list[Path]:
-    """Temp folders of builds of this name (of one snapshot when given)."""
-    tag = "" if snap_id is None else f"{snap_id}-"
-    return list(root.glob(f".{name}.{tag}*.partial"))
+    """Temp folders of builds of exactly this name (of one snapshot when given): `.NAME.ID-HEX.partial`, never
+    those of another export whose name starts with this one (`NAME.b`)."""
+    own = re.compile(rf"\.{re.escape(name)}\.(\d+)-[0-9a-f]{{8}}\.partial")
+    found = []
+    for p in root.glob(f".{glob.escape(name)}.*.partial"):
+        m = own.fullmatch(p.name)
+        if m and (snap_id is None or int(m.group(1)) == snap_id):
+            found.append(p)
+    return found
 
 
 def reap_exports(engine: Engine) -> list[int]:

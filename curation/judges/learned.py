@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.vocabulary import JUDGE_LABEL_OF_BEHAVIOR, JUDGE_LABELS, JudgeLabel
+from core.vocabulary import FINAL_STATUSES, JUDGE_LABEL_OF_BEHAVIOR, JUDGE_LABELS, JudgeLabel, Role
 from curation.auth import require
 from curation.judges.base import Judgement
 from curation.judges.measure import measure
@@ -46,20 +46,34 @@ def shipped_rows(split: Optional[str] = "train") -> list[dict[str, Any]]:
 
 
 def reviewer_rows(engine: Engine) -> list[dict[str, Any]]:
-    """Every behaviour label people gave in review, on the text they judged (their edit when they edited the
-    reply). Where an adjudicator chose a final annotation, only that one counts for its trace."""
+    """The behaviour labels that decided a trace, one per trace, on the text judged (the edit where the reply was
+    edited): only traces people approved or rejected (consensus or adjudication, never the automatic filter or an
+    undecided trace), only labels of active accounts, and only a label that no one person could set alone: the
+    adjudicator's chosen annotation, a reviewer's or admin's label, or two or more annotators agreeing with no
+    active one disagreeing. So an annotator alone cannot move a judge."""
     q = (select(Annotation.id, Annotation.trace_id, Annotation.behavior_label, Annotation.edited_response,
-                Trace.response, Trace.meta, Prompt.text)
+                User.role, Trace.response, Trace.meta, Prompt.text)
          .join(Trace, Trace.id == Annotation.trace_id).join(Prompt, Prompt.id == Trace.prompt_id)
-         .where(Annotation.behavior_label.is_not(None)).order_by(Annotation.id))
+         .join(User, User.id == Annotation.annotator_id)
+         .where(Annotation.behavior_label.is_not(None), User.is_active.is_(True),
+                Trace.status.in_(FINAL_STATUSES), Trace.decided_how.in_(("consensus", "adjudication")))
+         .order_by(Annotation.id))
     with Session(engine) as s:
         rows = s.execute(q).all()
+    by_trace: dict[int, list] = {}
+    for r in rows:
+        if r.behavior_label in JUDGE_LABEL_OF_BEHAVIOR:
+            by_trace.setdefault(r.trace_id, []).append(r)
     out = []
-    for aid, _tid, b, edited, resp, meta, prompt in rows:
-        final = (meta or {}).get("final_annotation_id")
-        if b in JUDGE_LABEL_OF_BEHAVIOR and (final is None or final == aid):
-            out.append({"prompt": prompt, "response": edited or resp or "", "label": JUDGE_LABEL_OF_BEHAVIOR[b],
-                        "source": "reviewers"})
+    for anns in by_trace.values():
+        final = (anns[0].meta or {}).get("final_annotation_id")
+        chosen = [a for a in anns if a.id == final] if final is not None else []
+        staff = [a for a in anns if a.role in (Role.REVIEWER, Role.ADMIN)]
+        labels = {a.behavior_label for a in anns}
+        pick = (chosen or staff[-1:] or (anns[-1:] if len(anns) >= 2 and len(labels) == 1 else []))
+        for a in pick:
+            out.append({"prompt": a.text, "response": a.edited_response or a.response or "",
+                        "label": JUDGE_LABEL_OF_BEHAVIOR[a.behavior_label], "source": "reviewers"})
     return out
 
 

@@ -137,7 +137,7 @@ class PromptImporter:
         self.job_id = job_id
         # Per-row constants, computed once (the check runs twice per row, so it is the importer's hot path).
         self._text_col = config.mapping["text"]
-        # Optional text fields are cut to their column's length (PostgreSQL would reject the whole import).
+        # Optional text fields longer than their column are row errors (PostgreSQL would reject the whole import).
         self._opt_cols = [(f, config.mapping.get(f), Prompt.__table__.c[f].type.length)
                           for f in ("source_id", "category", "mutation")]
         self._mapped = set(config.mapping.values()) | {config.behavior_column}
@@ -209,7 +209,9 @@ class PromptImporter:
             bad = _suspect(v) and _bad_text(v)
             if bad:
                 return err(c, bad)
-            out[fld] = v[:length] or None
+            if length and len(v) > length:  # cut, it would silently merge distinct values: refused instead
+                return err(c, f"too long: {len(v):,} characters (limit {length:,})")
+            out[fld] = v or None
         if cfg.meta_columns is None:
             meta = {k: v for k, v in values.items() if k not in self._mapped}
         else:

@@ -167,6 +167,10 @@ def _csv_rows(path: str, delimiter: str, required: tuple[str, ...]) -> Iterator[
         except csv.Error as e:
             raise ImportFileError(path, f"cannot read the header: {e}", line=1)
         header = [h.strip() for h in header]
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:  # a row's values would silently come from the last column of that name
+            raise ImportFileError(path, f"column '{twice[0]}' appears {header.count(twice[0])} times in the header; "
+                                  "rename or remove the duplicate", line=1, field_name=twice[0])
         missing = [c for c in required if c not in header]
         if missing:
             hint = ""

@@ -15,7 +15,7 @@ from core.vocabulary import DEFAULT_MODEL
 from curation.judges.registry import DEFAULT_JUDGE, OFFLINE_JUDGES
 from evaluation.jobs import enqueue_eval
 from evaluation.judging import judge_line
-from evaluation.metrics import METRICS
+from evaluation.metrics import METRICS, SMALL_N
 from evaluation.rescore import rescore
 from evaluation.runs import (
     EvalError,
@@ -34,7 +34,7 @@ eng = engine()
 user = page_user(__file__)
 st.title("Evaluate")
 st.caption("An eval run answers a suite's held-out prompts with a model (and optionally a LoRA adapter), judges "
-           "every answer and computes failure rates with bootstrap 95% CIs. The worker (`rational worker`) runs it.")
+           "every answer and computes failure rates with Wilson 95% intervals. The worker (`rational worker`) runs it.")
 
 
 def new_run_form() -> None:
@@ -133,7 +133,9 @@ def run_details() -> None:
         return
     df = pd.DataFrame([{"metric": METRICS[m["metric"]], "level": m["level"], "group": m["group"], "n": m["n"],
                         "failures": m["k"], "rate %": round(100 * m["rate"], 1),
-                        "95% CI": f"[{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]"} for m in metrics])
+                        "95% CI": f"[{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]",
+                        "note": f"small n (< {SMALL_N}): a hint, not a finding" if m["n"] < SMALL_N else ""}
+                       for m in metrics])
     st.dataframe(df, hide_index=True, width="stretch")
     consistency_panel(run.id)
 
