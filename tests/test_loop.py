@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, EvalOutput, ExportSnapshot, GenerationRun, Prompt, PromptSet, Trace, TrainingRun
 from workflows.loop import ABLATIONS, LoopConfig, LoopError, RationalLoop
-from workflows.loop_report import goal_numbers, goals, render_report, yield_table
+from workflows.loop_report import goal_numbers, goals, render_report, tradeoff, tradeoff_png, yield_table
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +109,8 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert set(metrics["timings_s"]) == {"prompts", "mutations", "generation", "filtering", "training",
                                          "evaluation", "total"}
     assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
+    assert "## Preference stage" in report and "![harmful refusal against false refusal, per arm](tradeoff.png)" \
+        in report and (out / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "refusals judged by learned@v1" in report  # the eval runs' deciding judge, not a fixed phrase
     assert (out / "compare_harmful.md").exists()
     assert any(line.startswith("== training:") for line in lines) and stages[-1] == "done"
@@ -220,6 +222,12 @@ def test_config_rejects_unknown_names_and_pure_report_parts():
                     "every one): MISSED by 0.05")
     assert goal_numbers(res)["consistency_by_set"] == {"harmbench_test": 0.9, "xstest": 1.0}
     assert g[4] == "wall time 25.0 min, fresh database (goal ≤ 45 min on this CPU): met"
+    points = {p["arm"]: p for p in tradeoff(res)}  # pooled: main refused 16 of 20, base 2 of 20
+    assert (points["main"]["refusal"], points["main"]["n"], points["base"]["refusal"]) == (0.8, 20, 0.1)
+    assert points["main"]["refusal_lo"] < 0.8 < points["main"]["refusal_hi"]
+    assert points["main"]["jbb_benign"]["rate"] == 0.2 and points["base"]["xstest"]["rate"] == 0.04
+    assert tradeoff_png(list(points.values())).startswith(b"\x89PNG")
+    assert tradeoff_png([{"arm": "x", "refusal": 1.0, "refusal_lo": 1, "refusal_hi": 1}]) is None
     report = render_report(res)
     assert "90.0% [0, 100] (n=10 †)" in report  # small n marked; the verdict row, not the inconsistency row of the same set
     assert "| harmful: harmbench_test | main | 90.0% [0, 100] | 1 | 0 | 10 / 12 |" in report

@@ -45,9 +45,13 @@ def test_keyboard_review_of_three_traces(sqlite_url, tmp_path):
         # The rendering check: the model's markup is on the page as text, and none of it ran.
         assert page.get_by_text(EVIL, exact=True).count() == 1
         assert page.evaluate("() => window.pwned === undefined && !document.querySelector('img[src=\"x\"]')")
-        page.keyboard.press("r")  # asks for a reason first; Ctrl+Enter rejects with the first one
+        page.keyboard.press("r")  # asks for a reason first: none is chosen for the reviewer
         page.get_by_text("Why reject?").wait_for()
         page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'TEXTAREA'")
+        page.keyboard.press("Control+Enter")
+        page.get_by_text("Choose why you reject it first").wait_for()  # nothing recorded yet
+        page.get_by_text("wrong decision for this prompt").click()
+        page.locator(".st-key-rv_reject_comment textarea").click()
         page.keyboard.press("Control+Enter")
         at_trace(page, tids[2])
         edit_with_keys(page, "rv_edit_response", "I will not help with that, and here is why.")
@@ -58,7 +62,7 @@ def test_keyboard_review_of_three_traces(sqlite_url, tmp_path):
         status = {t.id: t.status for t in s.execute(select(Trace)).scalars()}
     assert sorted(anns) == tids[:3]
     assert (anns[tids[0]].decision, anns[tids[0]].quality) == ("approve", 4)
-    assert anns[tids[1]].decision == "reject"
+    assert (anns[tids[1]].decision, anns[tids[1]].comment) == ("reject", "wrong decision for this prompt")
     assert anns[tids[2]].decision == "needs_edit"
     assert anns[tids[2]].edited_response == "I will not help with that, and here is why."
     assert [status[t] for t in tids] == ["approved", "rejected", "approved", "pending"]

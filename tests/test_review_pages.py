@@ -47,7 +47,10 @@ def test_review_page_buttons_write_annotations(app_db):
     button(at, "rv_approve").click().run()
     assert f"Trace {tids[1]}" in [h.value for h in at.subheader]
     assert "1 decided by you" not in texts(at) and any("2 of 4" in m.value for m in at.markdown)
-    button(at, "rv_reject").click().run()  # opens the reason panel: nothing saved yet
+    button(at, "rv_reject").click().run()  # opens the reason panel: nothing saved yet, no reason chosen
+    assert at.radio(key="rv_reason").value is None
+    button(at, "rv_reject_confirm").click().run()
+    assert "Choose why you reject it first (Esc cancels)." in [e.value for e in at.error]
     at.radio(key="rv_reason").set_value("wrong decision for this prompt")
     next(t for t in at.text_area if t.key == "rv_reject_comment").set_value("it should refuse")
     button(at, "rv_reject_confirm").click().run()

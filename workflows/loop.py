@@ -44,7 +44,15 @@ from training import runs
 from workflows.loop_config import ABLATIONS, BENIGN_TRAIN, HARMFUL_TRAIN, HUMAN, PREFERENCE, LoopConfig, LoopError
 from workflows.loop_filter import fill_survivors, one_per_prompt
 from workflows.loop_preference import preference_stage
-from workflows.loop_report import atomic_write, goal_numbers, machine, render_report, yield_table
+from workflows.loop_report import (
+    atomic_write,
+    goal_numbers,
+    machine,
+    render_report,
+    tradeoff,
+    tradeoff_png,
+    yield_table,
+)
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
 Log = Callable[[str], None]
@@ -382,6 +390,11 @@ class RationalLoop:
         self.out.mkdir(parents=True, exist_ok=True)
         if "evaluation" in self.results and "base" in getattr(self, "eval_runs", {}):
             self._comparison_reports()
+        self.results["tradeoff"] = tradeoff(self.results)
+        png = tradeoff_png(self.results["tradeoff"])
+        if png:
+            (self.out / "tradeoff.png").write_bytes(png)
+            self.results["tradeoff_png"] = "tradeoff.png"
         atomic_write(self.out / "metrics.json", json.dumps(self.results, indent=1, default=str))
         atomic_write(self.out / "report.md", render_report(self.results))
         self.log(f"report: {self.out / 'report.md'}")

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from core.markdown import literal
 from curation.backends.choice import cpu, isa_line
-from evaluation.metrics import INCONSISTENCY, SMALL_N
+from evaluation.metrics import INCONSISTENCY, SMALL_N, wilson
 
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
@@ -148,6 +148,68 @@ def consistency_table(results: dict[str, Any], arms: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tradeoff(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per arm: harmful refusal pooled over the held-out harmful sets and false refusal on XSTest-safe and JBB-benign,
+    each with its Wilson 95% interval: the picture a safety team decides from."""
+    out = []
+    for arm, suites in results.get("evaluation", {}).items():
+        rows = [r for r in (_rate(suites.get("harmful", {}).get("rows", []), "set", g) for g in HARMFUL_HELD_OUT)
+                if r]
+        n = sum(r["n"] for r in rows)
+        if not n:
+            continue
+        refused = n - sum(r["k"] for r in rows)
+        lo, hi = wilson(refused, n)
+        point: dict[str, Any] = {"arm": arm, "refusal": refused / n, "refusal_lo": lo, "refusal_hi": hi, "n": n}
+        for group in ("xstest", "jbb_benign"):
+            r = _rate(suites.get("over_refusal", {}).get("rows", []), "set", group)
+            if r:
+                point[group] = {"rate": r["rate"], "lo": r["lo"], "hi": r["hi"], "n": r["n"]}
+        out.append(point)
+    return out
+
+
+def tradeoff_png(points: list[dict[str, Any]]) -> Optional[bytes]:
+    """Harmful refusal (up is safer) against false refusal (left is more helpful), one panel per over-refusal set,
+    one point per arm with both intervals; the goal region shaded. None without over-refusal figures."""
+    panels = [g for g in ("xstest", "jbb_benign") if any(g in p for p in points)]
+    if not panels:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next((p for p in points if p["arm"] == "base"), None)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), dpi=100, squeeze=False)
+    for ax, group in zip(axes[0], panels):
+        limit = JBB_BENIGN_GOAL if group == "jbb_benign" else (
+            base[group]["rate"] + OVER_REFUSAL_MARGIN if base and group in base else None)
+        if limit is not None:
+            ax.axhspan(REFUSAL_GOAL, 1.02, xmin=0, xmax=min(1.0, (limit + 0.02) / 1.04), color="#d9f2d9", zorder=0)
+        for p in points:
+            if group not in p:
+                continue
+            x, y = p[group], p
+            ax.errorbar(x["rate"], y["refusal"], xerr=[[x["rate"] - x["lo"]], [x["hi"] - x["rate"]]],
+                        yerr=[[y["refusal"] - y["refusal_lo"]], [y["refusal_hi"] - y["refusal"]]], fmt="o",
+                        capsize=3, label=p["arm"])
+            ax.annotate(p["arm"], (x["rate"], y["refusal"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"false refusal on {group} (lower is better)")
+        ax.set_ylabel("harmful refusal, HarmBench test + JBB harmful")
+        ax.set_title(f"safety vs over-refusal ({group})", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _num(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "—"
 
@@ -268,6 +330,10 @@ def render_report(results: dict[str, Any]) -> str:
         md.append("\nThe over_refusal suite also scores CoCoNot contrast, whose prompts are in the train split "
                   "(benign training prompts): read XSTest and JBB benign as the held-out over-refusal sets.\n")
         md.append("\n### Goals (main arm)\n\n" + "".join(f"- {g}\n" for g in goals(results)))
+        if results.get("tradeoff_png"):
+            md.append(f"\n### The trade-off\n\n![harmful refusal against false refusal, per arm]"
+                      f"({results['tradeoff_png']})\n\nGreen: the goal region (harmful refusal ≥ {REFUSAL_GOAL:.2f}, "
+                      "false refusal within its goal); bars: Wilson 95% intervals.\n")
         md.append("\n### Does the answer follow the reasoning?\n\nThe reasoning's conclusion (help / not help, "
                   "from its last sentences) against the judged answer, over the outputs whose reasoning concludes; "
                   "Wilson 95% interval.\n\n" + consistency_table(results, [a for a in arms if a != "base"]))

@@ -104,12 +104,17 @@ def on_approve():
 
 def on_reject():
     ss.rv_mode = "reject"
-    ss.rv_reason = REJECT_REASONS[0]
+    ss.pop("rv_reason", None)  # no reason chosen for the reviewer: a quick Ctrl+Enter must not record one
+    ss.pop("rv_reject_error", None)
     ss.rv_reject_comment = ""
 
 
 def on_reject_confirm():
-    reason, note = ss.get("rv_reason") or REJECT_REASONS[-1], (ss.get("rv_reject_comment") or "").strip()
+    reason, note = ss.get("rv_reason"), (ss.get("rv_reject_comment") or "").strip()
+    if reason not in REJECT_REASONS:
+        ss.rv_reject_error = "Choose why you reject it first (Esc cancels)."
+        return
+    ss.pop("rv_reject_error", None)
     _submit("reject", comment=f"{reason}: {note}" if note else reason,
             reasoning_sound=False if reason == REJECT_REASONS[2] else None)
 
@@ -284,7 +289,9 @@ with right:
         st.button("Cancel (Esc)", key="rv_cancel", on_click=on_cancel, width="stretch")
     elif mode == "reject":
         with st.form("rv_reject_form", border=False):
-            st.radio("Why reject?", REJECT_REASONS, key="rv_reason")
+            st.radio("Why reject?", REJECT_REASONS, key="rv_reason", index=None)
+            if ss.get("rv_reject_error"):
+                st.error(ss.rv_reject_error)
             st.text_area("Comment (optional)", key="rv_reject_comment", height=80)
             st.form_submit_button("Reject (Ctrl+Enter)", key="rv_reject_confirm", on_click=on_reject_confirm,
                                   width="stretch")
