@@ -57,7 +57,8 @@ def measured_summary(m: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if not m:
         return None
     return {"accuracy": m.get("accuracy"), "refused_recall": m.get("refused_recall"), "kappa": m.get("kappa"),
-            "n": m.get("n"), "on": "shipped held-out responses"}
+            "n": m.get("n"), "on": "shipped held-out responses",
+            "confusion": m.get("confusion")}  # gold x judged counts: what corrects this run's rates
 
 
 def judge_line(judges: Optional[dict[str, Any]]) -> str:

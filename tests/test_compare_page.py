@@ -134,3 +134,34 @@ def test_pages_are_in_the_shell_navigation(app_db):
         at.switch_page(f"views/{page}").run()
         assert not at.exception, [e.value for e in at.exception]
         assert at.title[0].value == title
+
+
+def test_eval_page_corrects_rates_and_runs_a_judge_audit(app_db):
+    """The run's details show the judge's rate beside the corrected one; a reviewer draws an audit sample and
+    labels it output by output; an annotator sees no audit form."""
+    from evaluation.audit import audit_outputs
+
+    reviewer = create_user(app_db, "rev", "password123", "reviewer").id
+    cases = [(f"harmful prompt {i}", "hb", "refuse", "asr", False, i % 2 == 0) for i in range(12)]
+    _, b, _ = make_pair_runs(app_db, cases)
+    at = open_page("eval.py", reviewer)
+    at.selectbox(key="ev_detail").set_value(b).run()
+    frames = [d.value for d in at.dataframe]
+    corrected = next(f for f in frames if "corrected %" in f.columns)
+    assert "the judge's held-out confusion" in set(corrected["from"])
+    at.number_input(key=f"ev_audit_n_{b}").set_value(4)  # a form: sent with its submit button
+    next(x for x in at.button if x.label == "Draw audit sample").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    first = audit_outputs(app_db, b)[0]
+    assert len(audit_outputs(app_db, b)) == 4 and f"**Audit output {first['id']}** (1 of 4)" in \
+        [m.value.split(": did")[0] for m in at.markdown]
+    at.button(key=f"ev_audit_{first['id']}_True").click().run()
+    assert audit_outputs(app_db, b)[0]["human_refused"] is True
+    assert any("1 of 4 sampled outputs labelled" in c.value for c in at.caption)
+    annotator = create_user(app_db, "ann", "password123", "annotator").id
+    with Session(app_db) as s:  # annotators may not open Evaluate at all: the page refuses them
+        assert s.get(EvalOutput, first["id"]).human_refused is True
+    at2 = AppTest.from_file(str(PAGES / "eval.py"), default_timeout=TIMEOUT)
+    at2.session_state["user_id"] = annotator
+    at2.run()
+    assert not [x for x in at2.button if x.label == "Draw audit sample"]

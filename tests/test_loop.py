@@ -109,6 +109,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert set(metrics["timings_s"]) == {"prompts", "mutations", "generation", "filtering", "training",
                                          "evaluation", "total"}
     assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
+    assert "### Corrected for the judge's error" in report and "| held-out |" in report
     assert "## Preference stage" in report and "![harmful refusal against false refusal, per arm](tradeoff.png)" \
         in report and (out / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "refusals judged by learned@v1" in report  # the eval runs' deciding judge, not a fixed phrase

@@ -37,6 +37,7 @@ from db.engine import artifact_root
 from db.filters import PromptFilter
 from db.jobs import run_job_here
 from db.models import EvalRun, Prompt, Trace, TrainingRun, utcnow
+from evaluation.audit import corrected_metrics
 from evaluation.report import build_report, write_report
 from evaluation.runs import EvalSpec, consistency_by_set, create_eval_run, execute_eval_run, run_metrics
 from evaluation.suites import get_suite
@@ -376,7 +377,8 @@ class RationalLoop:
                     "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1), "cached": cached,
                     "judge": (run.judges or {}).get("decides"),
                     "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")],
-                    "consistency": consistency_by_set(self.engine, run.id)}
+                    "consistency": consistency_by_set(self.engine, run.id),
+                    "corrected": [r for r in corrected_metrics(self.engine, run.id)["rows"] if r["level"] == "set"]}
                 self.log(f"[{arm}] {suite}{' (cached run ' + str(run.id) + ')' if cached else ''}: " + ", ".join(
                     f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))
         self.results["evaluation"] = ev

@@ -210,6 +210,23 @@ def tradeoff_png(points: list[dict[str, Any]]) -> Optional[bytes]:
     return buf.getvalue()
 
 
+def corrected_table(results: dict[str, Any], arms: list[str]) -> str:
+    """Per held-out set and arm: the judge's failure rate beside the rate corrected for the judge's measured error
+    (evaluation.correction), with its interval and where the correction came from."""
+    ev = results.get("evaluation", {})
+    lines = ["| set | arm | metric | judge | corrected [95% CI] | from |", "|---|---|---|---:|---|---|"]
+    for arm in arms:
+        for suite, d in ev.get(arm, {}).items():
+            for r in d.get("corrected") or []:
+                c = r.get("corrected")
+                if r["group"] not in HELD_OUT or not c:
+                    continue
+                lines.append(f"| {suite}: {r['group']} | {arm} | {r['metric']} | {100 * r['raw']:.1f}% | "
+                             f"{100 * c['rate']:.1f}% [{100 * c['lo']:.0f}, {100 * c['hi']:.0f}] | {c['source']}"
+                             f"{'' if c['defined'] else ' (judge no better than chance)'} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def _num(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "—"
 
@@ -334,6 +351,11 @@ def render_report(results: dict[str, Any]) -> str:
             md.append(f"\n### The trade-off\n\n![harmful refusal against false refusal, per arm]"
                       f"({results['tradeoff_png']})\n\nGreen: the goal region (harmful refusal ≥ {REFUSAL_GOAL:.2f}, "
                       "false refusal within its goal); bars: Wilson 95% intervals.\n")
+        table = corrected_table(results, [a for a in arms])
+        if table:
+            md.append("\n### Corrected for the judge's error\n\nThe judge's failure rate beside the rate corrected for "
+                      "its measured error (its held-out confusion, or a run's own audit once people labelled one); "
+                      "the interval carries the prompts and the judge's uncertainty.\n\n" + table)
         md.append("\n### Does the answer follow the reasoning?\n\nThe reasoning's conclusion (help / not help, "
                   "from its last sentences) against the judged answer, over the outputs whose reasoning concludes; "
                   "Wilson 95% interval.\n\n" + consistency_table(results, [a for a in arms if a != "base"]))

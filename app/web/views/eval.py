@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.web.components.judge_audit import audit_panel
 from app.web.job_panel import job_panel
 from app.web.login import page_user
 from app.web.navigation import link_to
@@ -137,6 +138,7 @@ def run_details() -> None:
                         "note": f"small n (< {SMALL_N}): a hint, not a finding" if m["n"] < SMALL_N else ""}
                        for m in metrics])
     st.dataframe(df, hide_index=True, width="stretch")
+    audit_panel(eng, user, run)
     consistency_panel(run.id)
 
 
