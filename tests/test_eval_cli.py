@@ -28,6 +28,7 @@ def test_eval_then_compare_writes_report(tiny_model_dir, tmp_path):
     assert re.search(r"eval run 1: 3 prompts, suite over_refusal@1:", out)
     assert "false-refusal rate" in out and "coconot_contrast" in out  # metrics table + used-for-both note
     assert "in the train split (set used for both)" in out
+    assert "corrected for the judge's error" in out and "held-out" in out  # the judge's rate beside the corrected
     code, out = _run("eval", "--model", tiny_model_dir, "--adapter", adapter, *common)
     assert code == 0, out
     assert "eval run 2" in out and "adapter sha256" in out

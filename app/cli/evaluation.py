@@ -77,6 +77,7 @@ def eval_command(
     if job.status != "succeeded":
         cli.fail(f"eval run {er.id} {job.status}: {job.error}")
     cli.out.print(metrics_table(run_metrics(eng, er.id), source="judge"))
+    cli.out.print(corrected_table(eng, er.id))
 
 
 def rescore_command(run: int = typer.Argument(..., help="eval run id"),
@@ -98,6 +99,25 @@ def rescore_command(run: int = typer.Argument(..., help="eval run id"),
     cli.out.print(f"eval run {run}: {res['outputs']} outputs re-judged by {judge_line(get_run(eng, run).judges)}; "
                   f"{res['changed']} verdicts changed", highlight=False)
     cli.out.print(metrics_table(run_metrics(eng, run), source="judge"))
+    cli.out.print(corrected_table(eng, run))
+
+
+def corrected_table(eng, run_id: int) -> DataTable:
+    """The judge's rate beside the rate corrected for its measured error (suite and set level)."""
+    from evaluation.audit import corrected_metrics
+    from evaluation.metrics import METRICS
+
+    res = corrected_metrics(eng, run_id)
+    t = DataTable("metric", "level", "group", "n", "judge", "corrected", "95% CI", "from",
+                  title="corrected for the judge's error",
+                  caption=f"audit: {res['audit']['labelled']} of {res['audit']['sampled']} sampled outputs labelled")
+    for r in res["rows"]:
+        c = r["corrected"]
+        if c:
+            t.add_row(METRICS[r["metric"]], r["level"], str(r["group"]), str(r["n"]), f"{100 * r['raw']:.1f}%",
+                      f"{100 * c['rate']:.1f}%", f"[{100 * c['lo']:.1f}, {100 * c['hi']:.1f}]",
+                      c["source"] + ("" if c["defined"] else " (judge no better than chance)"))
+    return t
 
 
 def metrics_table(rows: list[dict], *, source: str) -> DataTable:
