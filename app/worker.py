@@ -14,17 +14,7 @@ from sqlalchemy.engine import Engine
 from core.errors import UserError
 from db import jobs as jobrows
 
-
-def load_job_kinds() -> None:
-    """Import every module that registers job kinds, so the runner knows them all."""
-    import curation.export.jobs  # noqa: F401
-    import curation.generation.jobs  # noqa: F401
-    import curation.judges.jobs  # noqa: F401
-    import curation.prompts.jobs  # noqa: F401
-    import curation.review.argilla.jobs  # noqa: F401
-    import evaluation.jobs  # noqa: F401
-    import training.jobs  # noqa: F401
-    import workflows.jobs  # noqa: F401
+load_job_kinds = jobrows.load_job_kinds  # every kind in db.jobs.HANDLER_MODULES, registered
 
 
 _ALIASES = {"eval": "evaluate"}

@@ -1,7 +1,8 @@
 """The job queue: enqueue, claim (SKIP LOCKED on PostgreSQL, a conditional update on SQLite), progress,
 reaping, and the one runner that executes a claimed job (the worker and every `--wait` use it).
 
-Handlers for job kinds live beside their area and register here, so the runner knows one registry.
+Handlers for job kinds live beside their area and register here; HANDLER_MODULES is the one table of which module
+holds each kind, imported on first use, so no process can miss a kind for want of an import.
 """
 from __future__ import annotations
 
@@ -35,14 +36,39 @@ class JobKind:
 
 
 JOB_KINDS: dict[str, JobKind] = {}
+# Every job kind and the module whose import registers it (by name: the handlers live in the layers above).
+HANDLER_MODULES: dict[str, str] = {
+    "import": "curation.prompts.jobs", "import_builtin": "curation.prompts.jobs", "mutate": "curation.prompts.jobs",
+    "generate": "curation.generation.jobs", "label": "curation.judges.jobs", "export": "curation.export.jobs",
+    "argilla_push": "curation.review.argilla.jobs", "argilla_pull": "curation.review.argilla.jobs",
+    "train": "training.jobs", "evaluate": "evaluation.jobs", "loop": "workflows.jobs",
+}
 
 
 def register_job_kind(name: str, *, resumable: bool = False, description: str = ""):
     def deco(fn):
+        if HANDLER_MODULES.get(name) != fn.__module__:
+            raise LookupError(f"job kind '{name}' registered from {fn.__module__}: add it to db.jobs.HANDLER_MODULES")
         JOB_KINDS[name] = JobKind(name, fn, resumable, description)
         return fn
 
     return deco
+
+
+def job_kind(name: str) -> Optional[JobKind]:
+    """The kind's handler, importing the module that registers it on first use; None for an unknown kind."""
+    if name not in JOB_KINDS and name in HANDLER_MODULES:
+        import importlib
+
+        importlib.import_module(HANDLER_MODULES[name])
+    return JOB_KINDS.get(name)
+
+
+def load_job_kinds() -> dict[str, JobKind]:
+    """Every kind in the table, registered."""
+    for name in HANDLER_MODULES:
+        job_kind(name)
+    return JOB_KINDS
 
 
 _LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
@@ -61,7 +87,8 @@ def worker_label(value: str | None) -> str | None:
 def enqueue(engine: Engine, kind: str, params: dict[str, Any] | None = None, *, created_by: int | None = None,
             resumable: bool | None = None, requires_label: str | None = None) -> Job:
     if resumable is None:
-        resumable = JOB_KINDS[kind].resumable if kind in JOB_KINDS else False
+        known = job_kind(kind)
+        resumable = known.resumable if known else False
     with Session(engine, expire_on_commit=False) as s:
         job = Job(kind=kind, params=params or {}, created_by=created_by, resumable=resumable,
                   requires_label=worker_label(requires_label))
@@ -249,9 +276,10 @@ def execute(engine: Engine, job: Job, *, heartbeat_s: float = 5.0) -> Job:
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
-        if job.kind not in JOB_KINDS:
-            raise LookupError(f"no handler for job kind '{job.kind}' in this process")
-        result = JOB_KINDS[job.kind].handler(ctx, **ctx.params)
+        kind = job_kind(job.kind)
+        if kind is None:
+            raise LookupError(f"no handler for job kind '{job.kind}'")
+        result = kind.handler(ctx, **ctx.params)
         finish(engine, job.id, status=JobStatus.SUCCEEDED, result=result)
     except JobCancelled:
         finish(engine, job.id, status=JobStatus.CANCELLED, error="cancelled by request")

@@ -201,9 +201,22 @@ def test_cancel_a_running_job_is_seen_by_its_context(engine):
         ctx.check_cancel()
 
 
-def test_job_kind_registry_has_import_kinds():
-    load_job_kinds()
-    assert {"import", "import_builtin"} <= set(JOB_KINDS)
+def test_every_job_kind_is_in_the_one_table_and_loads_on_first_use():
+    """The table names each kind's module; that module registers exactly its kinds, a process that imported none of
+    them still runs any kind (loaded on first use), and a kind registered from elsewhere is refused at import."""
+    import subprocess
+    import sys
+
+    from db.jobs import HANDLER_MODULES, register_job_kind
+
+    assert set(load_job_kinds()) >= set(HANDLER_MODULES)
+    assert all(JOB_KINDS[k].handler.__module__ == m for k, m in HANDLER_MODULES.items())
+    probe = ("import sys; from db import jobs; assert 'training.jobs' not in sys.modules; "
+             "k = jobs.job_kind('train'); assert k and k.name == 'train' and 'training.jobs' in sys.modules; "
+             "assert jobs.job_kind('nope') is None")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).returncode == 0
+    with pytest.raises(LookupError, match="add it to db.jobs.HANDLER_MODULES"):
+        register_job_kind("stray")(lambda ctx: None)
 
 
 def _csv(tmp_path, rows, name="p.csv"):

@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy.engine import Engine
 
-import training.jobs  # noqa: F401  (registers the "train" job kind that run_job_here runs)
 from core.vocabulary import TraceStatus
 from curation.export.snapshot import create_export
 from curation.export.spec import ExportFilter, ExportOptions

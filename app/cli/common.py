@@ -120,10 +120,8 @@ def wait_for_job(eng, job_id: int, label: str, on_poll: Callable | None = None):
     """Run exactly this job here (the worker's runner); if a worker claimed it first, or it requires a worker
     label (it is meant for such a worker, e.g. a GPU machine), follow it there. Draws progress from the job row,
     as the web app does, and returns the finished job."""
-    from app.worker import load_job_kinds
     from db.jobs import JobNotQueued, get_job, run_job_here
 
-    load_job_kinds()
     box: dict = {}
     needs = get_job(eng, job_id).requires_label
     if needs:
