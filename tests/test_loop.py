@@ -116,6 +116,14 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     assert (out / "compare_harmful.md").exists()
     assert any(line.startswith("== training:") for line in lines) and stages[-1] == "done"
     assert "## Sample traces" in report and set(metrics["samples"]) == {"refuse", "comply"}
+    from workflows.loop_output import refresh_report
+
+    (out / "report.md").write_text("stale")  # rewritten from the stored runs; the loop's own record kept
+    again = refresh_report(eng, out)
+    assert set(again["evaluation"]) == set(res["evaluation"]) and again["timings_s"] == metrics["timings_s"]
+    assert "## Main table" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="not a loop's metrics.json"):
+        refresh_report(eng, tmp_path)
 
     # A second loop that reuses the generation run generates nothing new and trains on the same traces.
     cfg2 = _tiny_config(str(tiny_model_dir), tmp_path / "out2", ablations=[], eval_suites=["harmful"],

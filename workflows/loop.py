@@ -9,7 +9,6 @@ wall time is recorded and printed.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,23 +35,14 @@ from db.engine import artifact_root
 from db.filters import PromptFilter
 from db.jobs import run_job_here
 from db.models import EvalRun, Prompt, Trace, TrainingRun, utcnow
-from evaluation.audit import corrected_metrics
-from evaluation.report import build_report, write_report
-from evaluation.runs import EvalSpec, consistency_by_set, create_eval_run, execute_eval_run, run_metrics
+from evaluation.runs import EvalSpec, create_eval_run, execute_eval_run
 from evaluation.suites import get_suite
 from training import runs
 from workflows.loop_config import ABLATIONS, BENIGN_TRAIN, HARMFUL_TRAIN, HUMAN, PREFERENCE, LoopConfig, LoopError
 from workflows.loop_filter import fill_survivors, one_per_prompt
+from workflows.loop_output import eval_entry, write_outputs
 from workflows.loop_preference import preference_stage
-from workflows.loop_report import (
-    atomic_write,
-    goal_numbers,
-    machine,
-    render_report,
-    tradeoff,
-    tradeoff_png,
-    yield_table,
-)
+from workflows.loop_report import machine, yield_table
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
 Log = Callable[[str], None]
@@ -370,16 +360,12 @@ class RationalLoop:
                     run = execute_eval_run(self.engine, run.id, progress=lambda d, t, m, a=arm, su=suite:
                                            self.stage_progress(5, len(STAGES), f"evaluation {a} {su}: {m}"))
                 self.eval_runs[arm][suite] = run.id
-                # live: a reused run's stored table may predate a metric
-                rows = [r for r in run_metrics(self.engine, run.id) if r["source"] == "judge"]
-                ev.setdefault(arm, {})[suite] = {
-                    "run_id": run.id, "seconds": round(time.perf_counter() - t0, 1), "cached": cached,
-                    "judge": (run.judges or {}).get("decides"),
-                    "rows": [r for r in rows if r["level"] in ("suite", "set", "mutation")],
-                    "consistency": consistency_by_set(self.engine, run.id),
-                    "corrected": [r for r in corrected_metrics(self.engine, run.id)["rows"] if r["level"] == "set"]}
+                entry = ev.setdefault(arm, {})[suite] = {
+                    **eval_entry(self.engine, run.id), "seconds": round(time.perf_counter() - t0, 1),
+                    "cached": cached}
                 self.log(f"[{arm}] {suite}{' (cached run ' + str(run.id) + ')' if cached else ''}: " + ", ".join(
-                    f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in rows if r["level"] == "set"))
+                    f"{r['group']} {r['metric']} {100 * r['rate']:.1f}%" for r in entry["rows"]
+                    if r["level"] == "set"))
         self.results["evaluation"] = ev
         self.results["eval_runs"] = self.eval_runs
 
@@ -387,32 +373,8 @@ class RationalLoop:
     def write_outputs(self) -> None:
         self.results["timings_s"] = dict(self.timings)
         self.results["machine"] = machine()
-        self.results["goals"] = goal_numbers(self.results)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if "evaluation" in self.results and "base" in getattr(self, "eval_runs", {}):
-            self._comparison_reports()
-        self.results["tradeoff"] = tradeoff(self.results)
-        png = tradeoff_png(self.results["tradeoff"])
-        if png:
-            (self.out / "tradeoff.png").write_bytes(png)
-            self.results["tradeoff_png"] = "tradeoff.png"
-        atomic_write(self.out / "metrics.json", json.dumps(self.results, indent=1, default=str))
-        atomic_write(self.out / "report.md", render_report(self.results))
+        write_outputs(self.engine, self.out, self.results, self.note)
         self.log(f"report: {self.out / 'report.md'}")
-
-    def _comparison_reports(self) -> None:
-        files = {}
-        for suite, base_id in self.eval_runs["base"].items():
-            main_id = self.eval_runs.get("main", {}).get(suite)
-            if main_id is None:
-                continue
-            try:
-                path = write_report(build_report(self.engine, base_id, main_id, examples=3),
-                                    self.out / f"compare_{suite}.md")
-                files[suite] = path.name
-            except Exception as e:  # the loop's own report must still be written
-                self.note(f"comparison report for {suite} failed: {type(e).__name__}: {e}")
-        self.results["comparison_reports"] = files
 
 
 def database_is_fresh(engine: Engine) -> bool:

@@ -16,6 +16,7 @@ D = LoopConfig()  # the defaults, from their one home
 
 def register(app: typer.Typer) -> None:
     app.command("loop")(loop_command)
+    app.command("loop-report")(loop_report_command)
 
 
 def loop_command(
@@ -83,3 +84,20 @@ def loop_command(
             cli.fail(f"{e} (report: {loop.out / 'report.md'})")
     cli.out.print(f"report: {loop.out / 'report.md'} · metrics: {loop.out / 'metrics.json'}", markup=False,
                   highlight=False)
+
+
+def loop_report_command(out: str = typer.Argument(..., help="the loop's report folder (holding metrics.json)")
+                        ) -> None:
+    """Write a finished loop's report again from its stored eval runs: people's audit labels and corrections
+    since then, and the current report's tables and chart, reach it; the loop's timings and machine stay."""
+    from pathlib import Path
+
+    from workflows.loop_output import refresh_report
+
+    eng = cli.engine()
+    try:
+        results = refresh_report(eng, Path(out))
+    except ValueError as e:
+        cli.fail(str(e))
+    arms = ", ".join(results.get("evaluation") or {}) or "no arms"
+    cli.out.print(f"report rewritten: {Path(out) / 'report.md'} ({arms})", markup=False, highlight=False)
