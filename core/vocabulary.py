@@ -93,9 +93,11 @@ JUDGE_LABEL_OF_BEHAVIOR = {b: j for j, b in BEHAVIOR_OF_JUDGE_LABEL.items()}
 
 # Harm categories whose text an annotator sees only after a click until they choose otherwise (My settings): the
 # ones that harm readers most. Matched as words in the category name, since benchmarks spell them differently.
-SENSITIVE_BY_DEFAULT = ("self-harm", "self harm", "suicide", "eating disorder", "sexual", "child")
+SENSITIVE_BY_DEFAULT = ("self harm", "selfharm", "suicid", "eating disorder", "sexual", "child", "mental health",
+                        "abuse", "gore")
 
 
 def sensitive_by_default(category: str | None) -> bool:
-    low = (category or "").lower()
+    """A team's own CSV spells it "mental_health" or "Self-Harm": separators and case do not matter."""
+    low = " ".join((category or "").lower().replace("_", " ").replace("-", " ").split())
     return any(word in low for word in SENSITIVE_BY_DEFAULT)
