@@ -55,9 +55,11 @@ def _jobs(eng):
 def test_start_generation_and_see_progress_and_yield(page_db, tiny_model_dir):
     from app.worker import Worker
 
+    add_prompts(page_db, "aa-older", [("Say hi", "comply")])
     add_prompts(page_db, "page-set")
     uid = _user(page_db, "rev", "reviewer")
     at = _page(uid)
+    assert at.selectbox(key="gen_set").value == "page-set"  # the set imported last, not the first by name
     at.text_input(key="gen_model").input(str(tiny_model_dir))
     at.selectbox(key="gen_strategy").select("prefill")
     at.number_input(key="gen_k").set_value(2)

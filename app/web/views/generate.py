@@ -31,7 +31,9 @@ user = page_user(__file__)
 st.title("Generate")
 st.caption("The model answers each prompt under a self-check system prompt: reasoning first, then the answer. "
            "Jobs run in the worker (`rational worker`); this page only starts and watches them.")
-sets = [s["name"] for s in list_sets(eng) if s["kind"] == "prompts"]
+prompt_sets = [s for s in list_sets(eng) if s["kind"] == "prompts"]
+sets = [s["name"] for s in prompt_sets]
+newest = max(prompt_sets, key=lambda s: s["id"])["name"] if prompt_sets else None  # the one just imported
 if not sets:
     st.info("No prompt sets yet: import one on the Import page (or `rational sets import xstest`).")
     st.stop()
@@ -50,7 +52,8 @@ with tab_gen:
     names = list(STRATEGIES)
     with st.form("gen_new"):
         c1, c2, c3 = st.columns(3)
-        set_name = c1.selectbox("Prompt set", sets, key="gen_set")
+        set_name = c1.selectbox("Prompt set", sets, index=sets.index(newest), key="gen_set",
+                                help="starts on the set imported last")
         split = c2.selectbox("Split", ["any", "train", "eval"], key="gen_split")
         behaviors = c3.multiselect("Expected behaviour", list(BEHAVIORS), key="gen_beh")
         c1, c2, c3, c4 = st.columns(4)
