@@ -324,6 +324,15 @@ def test_small_model_preset_trains_without_recomputation_in_length_groups(sqlite
         assert preset == "xs" and args.train_sampling_strategy == "group_by_length"
         assert getattr(args, "activation_checkpointing", args.gradient_checkpointing) is checkpointing
         assert args.bf16 is _cpu_bf16()
+    # DPO on the same preset: its rows have no single input_ids to group by length, so it samples plainly
+    from datasets import load_from_disk as load
+
+    dpo = create_export(sqlite_engine, "dpo-xs", "dpo", out_dir=tmp_path / "exports")
+    pairs = load(str(Path(dpo.path) / "hf"))["train"].select_columns(["prompt", "chosen", "rejected"])
+    _, cfg = build_config("dpo", "SmolLM2-135M", None, {"max_steps": 1})
+    trainer, _, _ = build_trainer(base=str(tiny_model_dir), cfg=cfg, train=pairs, val=None,
+                                  output_dir=str(tmp_path / "dpo-out"))
+    assert next(iter(trainer.get_train_dataloader()))  # TRL's LengthGroupedSampler refused these rows
 
 
 def test_cpu_trainer_uses_the_models_own_loss_with_the_same_value_and_gradients(sqlite_engine, tiny_model_dir,

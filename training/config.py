@@ -185,6 +185,8 @@ def build_config(method: str, base_model: str, preset: str | None = None,
     if method == "dpo" and preset != "test":
         values["learning_rate"] = values.get("learning_rate", 2e-4) * DPO_LR_SCALE
         values["num_train_epochs"] = DPO_EPOCHS
+    if method == "dpo":  # a preference row has no single `input_ids` to group by length: TRL's sampler refuses it
+        values.pop("train_sampling_strategy", None)
     own = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(method=method, **{k: v for k, v in values.items() if k in own},
                       trl={k: v for k, v in values.items() if k not in own})
