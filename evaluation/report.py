@@ -95,6 +95,13 @@ def bar_chart_png(rows: list[dict[str, Any]], level: str, metric: str, title: st
     ax.set_ylabel(METRICS[metric])
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes; the figure is closed (pyplot keeps every open one alive)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

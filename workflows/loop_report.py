@@ -11,6 +11,7 @@ from typing import Any, Optional
 from core.markdown import literal
 from curation.backends.choice import cpu, isa_line
 from evaluation.metrics import INCONSISTENCY, SMALL_N, wilson
+from evaluation.report import figure_png
 
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
@@ -175,8 +176,6 @@ def tradeoff_png(points: list[dict[str, Any]]) -> Optional[bytes]:
     panels = [g for g in ("xstest", "jbb_benign") if any(g in p for p in points)]
     if not panels:
         return None
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,11 +202,7 @@ def tradeoff_png(points: list[dict[str, Any]]) -> Optional[bytes]:
         ax.set_ylabel("harmful refusal, HarmBench test + JBB harmful")
         ax.set_title(f"safety vs over-refusal ({group})", fontsize=10)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def corrected_table(results: dict[str, Any], arms: list[str]) -> str:
