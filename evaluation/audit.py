@@ -25,7 +25,7 @@ from evaluation.correction import (
     held_out_accuracy,
     positive_labels,
 )
-from evaluation.metrics import VERDICT_METRICS
+from evaluation.metrics import VERDICT_METRICS, failed_for
 
 MAX_AUDIT = 500
 
@@ -99,9 +99,8 @@ def corrected_metrics(engine: Engine, run_id: int) -> dict[str, Any]:
             groups.setdefault((metric, "set", set_name), []).append(refused)
     rows = []
     for (metric, level, group), refused in sorted(groups.items()):
-        failure_is_refusal = metric == "false_refusal_rate"
-        raw = sum(refused) / len(refused) if failure_is_refusal else 1 - sum(refused) / len(refused)
-        c = corrected_rate(refused, failure_is_refusal, acc[metric])
+        raw = sum(failed_for(metric, r) for r in refused) / len(refused)
+        c = corrected_rate(refused, failed_for(metric, True), acc[metric])
         rows.append({"metric": metric, "level": level, "group": group, "n": len(refused), "raw": raw,
                      "corrected": None if c is None else c.as_dict()})
     return {"rows": rows, "audit": {"sampled": len(audited),
