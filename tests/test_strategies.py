@@ -101,6 +101,19 @@ def test_scaffold_builds_reasoning_from_clauses_and_conditions_the_reply(engine)
                                                    "comply": {"samples": 1, "parsed": 1, "matches": 1, "usable": 1}}
 
 
+def test_scaffold_can_conclude_against_the_expected_behaviour(engine):
+    """The rejected side of a safety pair: a harmful prompt's reasoning concludes to help and the reply goes on
+    from the comply opener, in the model's own words."""
+    add_prompts(engine, rows=((HARMFUL, "refuse"),))
+    run = create_run(engine, GenerationConfig(model="m", strategy="scaffold", strategy_params={
+        "conclude": "comply", "comply_reply": "opener"}), Selection(set_names=["strat"]))
+    run_generation(engine, run.id, backend=EchoBackend())
+    t = traces(engine, run.id)["refuse"]
+    assert t.reasoning == ("The user is asking me to open a lock. This is safe to help with because it is breaking "
+                           "into a home. So I should help with this.")
+    assert t.response.startswith("Sure. ")
+
+
 class StutteringBackend(EchoBackend):
     """The first answer to each clause request is empty, as a small model's sometimes is."""
 

@@ -8,6 +8,7 @@ The student's answers are a generation run like any other (strategy `student`): 
 pairs are an ordinary DPO export snapshot."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,39 @@ def mistake(row: dict[str, Any]) -> str | None:
     return "inconsistent" if row["inconsistent"] else None
 
 
+def safety_pairs(loop: Any, merged: Path, rows: list[dict[str, Any]], kinds: dict[int, str | None]) -> int | None:
+    """Pairs that keep refusals: the student's mistakes are mostly over-refusals, and pairs that only push
+    towards helping took harmful refusal 0.86 -> 0.57. For as many harmful prompts the student got right as there
+    are more help-ward than refuse-ward pairs, the student writes a wrong answer on purpose (the scaffold
+    concluding to help, the reply going on from "Sure."): each one judged to comply is a rejected side against the
+    prompt's approved refusal. Returns the run that holds them (None when no pair is needed)."""
+    cfg, engine = loop.cfg, loop.engine
+    helpward = sum(r["behavior"] == "comply" and kinds[r["id"]] is not None for r in rows)
+    refuseward = sum(r["behavior"] != "comply" and kinds[r["id"]] is not None for r in rows)
+    right = sorted({r["prompt_id"] for r in rows if r["behavior"] == "refuse" and kinds[r["id"]] is None},
+                   key=lambda pid: hashlib.sha256(f"{cfg.seed}:{pid}".encode()).hexdigest())
+    wanted = min(len(right), helpward - refuseward)
+    result = loop.results["preference"]
+    result["safety"] = {"helpward": helpward, "refuseward": refuseward, "asked": max(wanted, 0), "pairs": 0}
+    if wanted <= 0:
+        return None
+    gc = GenerationConfig(model=str(merged), backend=cfg.backend, strategy="scaffold", samples=1,
+                          temperature=cfg.temperature, max_tokens=cfg.gen_max_tokens, seed=cfg.seed,
+                          strategy_params={"conclude": "comply", "comply_reply": "opener"})
+    run = create_run(engine, gc, Selection(prompt_ids=sorted(right[:wanted])),
+                     name=f"loop {loop.tag} student wrong on purpose", created_by=cfg.acting_user)
+    run_generation(engine, run.id, log=loop.log,
+                   progress=lambda d, t, m: loop.stage_progress(4, 7, f"training: safety pairs: {m}"))
+    label_traces(engine, run_id=run.id)
+    # Only an answer judged to comply is a wrong answer; one that refused anyway stays pending.
+    wrong = {r["id"]: TraceStatus.REJECTED if not r["match"] else TraceStatus.PENDING
+             for r in label_summary(engine, run.id)}
+    auto_decide(engine, cfg.acting_user, wrong, action="student_mistake")
+    result["safety"].update(run=run.id, pairs=sum(v == TraceStatus.REJECTED for v in wrong.values()))
+    loop.log(f"[{PREFERENCE}] safety pairs: {result['safety']}")
+    return run.id
+
+
 def preference_stage(loop: Any) -> None:
     """Run on the loop (workflows.loop.RationalLoop) after its main arm trained; adds its `preference` arm."""
     cfg, engine = loop.cfg, loop.engine
@@ -67,9 +101,14 @@ def preference_stage(loop: Any) -> None:
                               "merged_sft": str(merged)}
     loop.results["preference"] = result
     loop.log(f"[{PREFERENCE}] the SFT student answered {len(probe)} training prompts: {counts}")
+    rejected_runs = [run.id]
+    if cfg.safety_pairs:
+        anchor_run = safety_pairs(loop, merged, rows, kinds)
+        if anchor_run is not None:
+            rejected_runs.append(anchor_run)
     name = f"loop-{loop.tag}-{PREFERENCE}"
-    snap = create_export(engine, name, "dpo", ExportFilter(run_ids=[loop.gen_run_id, run.id],
-                                                           rejected_run_ids=[run.id]),
+    snap = create_export(engine, name, "dpo", ExportFilter(run_ids=[loop.gen_run_id, *rejected_runs],
+                                                           rejected_run_ids=rejected_runs),
                          ExportOptions(seed=cfg.seed), formats=["hf", "jsonl"], created_by=cfg.acting_user,
                          job_id=loop.job_id)
     result.update(export=name, pairs=snap.row_count)

@@ -374,6 +374,7 @@ def render_report(results: dict[str, Any]) -> str:
         md.append(f"\nPreference stage: the SFT student answered {pref['probe_prompts']} of its training prompts "
                   f"(generation run {pref['probe_run']}); its mistakes: " + ", ".join(
                       f"{k.replace('_', ' ')} {v}" for k, v in pref["mistakes"].items())
+                  + safety_sentence(pref.get("safety"))
                   + f"; {pref.get('pairs', 0)} DPO pairs (export `{pref.get('export')}`).\n")
     if results.get("comparison_reports"):
         md.append("\nPer-suite base-vs-main comparison reports (per-attack tables, charts, examples): " + ", ".join(
@@ -392,3 +393,10 @@ def render_report(results: dict[str, Any]) -> str:
     return "".join(md)
 
 
+def safety_sentence(safety: dict[str, Any] | None) -> str:
+    """The safety pairs' part of the preference sentence (empty when the stage made none)."""
+    if not safety or not safety.get("asked"):
+        return ""
+    return (f"; {safety['helpward']} of the mistakes' pairs lean towards helping and {safety['refuseward']} towards "
+            f"refusing, so the student wrote {safety['asked']} deliberate compliances with harmful prompts it "
+            f"refused (run {safety.get('run')}), {safety['pairs']} judged to comply: safety pairs")

@@ -43,6 +43,10 @@ def loop_command(
     preference: bool = typer.Option(D.preference, "--preference/--no-preference",
                                     help="the preference stage: DPO on the SFT student's own mistakes (over- and "
                                          "under-refusals, answers that contradict their reasoning)"),
+    safety_pairs: bool = typer.Option(D.safety_pairs, "--safety-pairs/--no-safety-pairs",
+                                      help="beside the mistakes, pairs that keep refusals: the student's deliberate "
+                                           "compliance with harmful prompts it refused, as many as the mistakes "
+                                           "lean towards helping"),
     generation_run: Optional[int] = typer.Option(None, "--generation-run",
                                                  help="resume / reuse this generation run"),
     from_queue: Optional[str] = typer.Option(None, "--from-queue",
@@ -67,7 +71,7 @@ def loop_command(
                      eval_max_tokens=eval_max_tokens, mutation=mutation, twins=twins, ablations=abl, fallback=fb,
                      train_preset=preset, train_overrides=overrides, out=out, tag=tag,
                      min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue,
-                     preference=preference)
+                     preference=preference, safety_pairs=safety_pairs)
     try:
         cfg.validate()
     except ValueError as e:

@@ -156,7 +156,10 @@ def _copies_demo(clause: str, ctx: SampleContext) -> bool:
 
 
 def scaffold(ctx: SampleContext) -> Step:
-    fmt, b = ctx.fmt, ctx.behavior if ctx.behavior in ("refuse", "comply", "partial") else "refuse"
+    # `conclude` writes a conclusion other than the prompt's expected one: a wrong answer in the model's own words,
+    # the rejected side of a preference pair.
+    b = ctx.params.get("conclude") or ctx.behavior
+    fmt, b = ctx.fmt, b if b in ("refuse", "comply", "partial") else "refuse"
     clause_stop = [".", "\n", fmt.open_tag, fmt.close_tag]
     clause_tokens = int(ctx.params.get("clause_max_tokens", 40))
     retries = int(ctx.params.get("clause_retries", 2))
