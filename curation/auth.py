@@ -7,6 +7,7 @@ means the local operator: the CLI and the worker acting on their own, who hold t
 """
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -99,14 +100,46 @@ def user_dict(u: User) -> dict:
 
 
 # -- accounts ---------------------------------------------------------------------------------------------------
+MAX_USERNAME = 100  # the column's length: a longer name could be created nowhere and signed in with never
+# Control, format (zero-width, bidi overrides), surrogate, private-use and unassigned characters, line separators:
+# invisible or unstorable, they make one name look like another.
+HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _hidden(name: str) -> Optional[str]:
+    return next((c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES), None)
+
+
+def user_name(raw: str) -> str:
+    """A user name as it is stored and signed in with: NFKC-normalised (full-width and ligature forms fold to one
+    spelling), ends stripped. ValueError says what is wrong with it."""
+    name = unicodedata.normalize("NFKC", raw).strip()
+    if not name:
+        raise ValueError("the user name is empty")
+    if len(name) > MAX_USERNAME:
+        raise ValueError(f"the user name has {len(name)} characters; at most {MAX_USERNAME}")
+    bad = _hidden(name)
+    if bad is not None:
+        what = unicodedata.name(bad, "an invisible or control character").lower()
+        raise ValueError(f"the user name contains U+{ord(bad):04X} ({what}), which is not allowed")
+    if ":" in name:
+        raise ValueError(f"user name '{name}': ':' is reserved for accounts linked to Argilla")
+    return name
+
+
+def look_alike(name: str, existing: list[str]) -> Optional[str]:
+    """An existing name that reads the same as `name` (case, Unicode confusables such as Cyrillic 'а' for 'a' or
+    '0' for 'o', from Unicode's confusables list), or None."""
+    import confusables
+
+    return next((u for u in existing if u.casefold() == name.casefold() or confusables.is_confusable(u, name)),
+                None)
+
+
 def create_user(engine: Engine, username: str, password: str, role: str, *, only_if_none: bool = False) -> User:
     """A new account (no actor check: `add_user` and the first-run form decide who may call this). With
-    `only_if_none`, only while no account exists at all."""
-    username = username.strip()
-    if not username:
-        raise ValueError("the user name is empty")
-    if ":" in username:
-        raise ValueError(f"user name '{username}': ':' is reserved for accounts linked to Argilla")
+    `only_if_none`, only while no account exists at all. The name must not look like an existing one."""
+    username = user_name(username)
     if role not in ROLES:
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD:
@@ -120,6 +153,9 @@ def create_user(engine: Engine, username: str, password: str, role: str, *, only
                 raise PermissionDenied("an account already exists; ask an admin to add yours")
         if s.execute(select(User.id).where(User.username == username)).first():
             raise ValueError(f"user '{username}' already exists")
+        clash = look_alike(username, list(s.execute(select(User.username)).scalars()))
+        if clash is not None:
+            raise ValueError(f"user name '{username}' looks like the existing user '{clash}'; choose another")
         user = User(username=username, password_hash=password_hash, role=role)
         s.add(user)
         s.commit()
@@ -161,14 +197,17 @@ def authenticate(engine: Engine, username: str, password: str, *, client: str = 
     in the same locked transaction that counts earlier failures: parallel guesses cannot all slip under the limit.
     After repeated failures for the name (a success resets it) or the client (it does not: one's own account must
     not reset a guesser's count), attempts are refused with `LoginThrottled`; failures go to the audit log."""
-    name, client = username.strip()[:100], (client or "unknown")[:100]
+    name, client = sign_in_name(username), _storable(client or "unknown")[:100]
     now = utcnow()
     with Session(write_engine(engine), expire_on_commit=False) as s:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("LOCK TABLE login_attempt IN SHARE ROW EXCLUSIVE MODE"))  # SQLite: the write lock
         wait = max(_retry_after(s, LoginAttempt.username, name, now, FREE_FAILURES, success_resets=True),
                    _retry_after(s, LoginAttempt.client, client, now, CLIENT_FREE_FAILURES, success_resets=False))
-        user = s.execute(select(User).where(User.username == name)).scalars().first()
+        try:  # a name no account can have (too long, hidden characters) matches none, at the same cost
+            user = s.execute(select(User).where(User.username == user_name(username))).scalars().first()
+        except ValueError:
+            user = None
         attempt = None
         if wait:  # checks no password, so it does not lengthen the wait
             _audit_failure(s, name, client, user, "login_throttled")
@@ -190,6 +229,17 @@ def authenticate(engine: Engine, username: str, password: str, *, client: str = 
             _audit_failure(s, name, client, user, "login_failed")
         s.commit()
     return user if ok else None
+
+
+def _storable(text: str) -> str:
+    """Hidden characters (NUL, lone surrogates, ...) replaced by U+FFFD: what a database column can hold."""
+    return "".join("\ufffd" if unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in text)
+
+
+def sign_in_name(raw: str) -> str:
+    """The name a sign-in attempt is counted under: the user name's normal form, storable, at most the column's
+    length (throttling needs a key even for a name no account can have)."""
+    return _storable(unicodedata.normalize("NFKC", raw).strip())[:MAX_USERNAME]
 
 
 def _audit_failure(s: Session, name: str, client: str, user: Optional[User], action: str) -> None:

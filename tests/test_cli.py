@@ -192,3 +192,36 @@ def test_queued_import_runs_with_worker_once(cli, engine, tmp_path):
         assert s.execute(select(func.count(Prompt.id))).scalar() == 3
     assert "succeeded" in cli("jobs", "list").stdout
     assert "ran 0 job(s)" in cli("worker", "--once").stdout
+
+
+def test_serve_stops_with_its_supervisors_sigterm_and_frees_the_port(tmp_path):
+    """A real `rational serve` under a real SIGTERM, sent to the process a supervisor started (not its group, as
+    systemd's default and Docker's stop do not reach a child's own session)."""
+    import signal
+    import socket
+    import time
+
+    from tests.browser import app_env, free_port, wait_healthy
+
+    port = free_port()
+    env = app_env(f"sqlite:///{tmp_path / 'app.db'}", tmp_path / "home")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--address",
+                                 "127.0.0.1"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            time.sleep(0.2)
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "something still holds the port after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["pkill", "-f", f"server.port {port} "], check=False)

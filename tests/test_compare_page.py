@@ -165,3 +165,19 @@ def test_eval_page_corrects_rates_and_runs_a_judge_audit(app_db):
     at2.session_state["user_id"] = annotator
     at2.run()
     assert not [x for x in at2.button if x.label == "Draw audit sample"]
+
+
+def test_compare_tradeoff_view_plots_each_model(app_db):
+    from tests.test_compare_logic import make_tradeoff_runs
+
+    admin = create_user(app_db, "ada", "password123", "admin").id
+    make_tradeoff_runs(app_db)
+    at = open_page("compare.py", admin)
+    at.radio(key="cmp_view").set_value("Trade-off").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("vega_lite_chart")) == 1
+    df = at.dataframe[0].value.set_index("model")
+    assert df.loc["tiny + adapter ffffffff", "harmful refusal"] == "75.0%"
+    assert df.loc["tiny", "xs-2 false refusal"].startswith("0.0% [")
+    at.multiselect(key="cmp_models").set_value([]).run()
+    assert "Pick at least one model." in [i.value for i in at.info]

@@ -175,6 +175,9 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
                            generation_run=run.id, from_queue="no-such-queue", tag="ci5")
     with pytest.raises(LoopError, match="no review queue named 'no-such-queue'"):
         RationalLoop(eng, missing, log=lambda _l: None).run()
+    with Session(eng) as s:  # it failed before anything ran, not after generation and training
+        assert not s.execute(select(TrainingRun.id).where(TrainingRun.name.like("loop-ci5%"))).first()
+    assert "generation" not in json.loads((tmp_path / "out5" / "metrics.json").read_text())
 
     with Session(eng) as s, s.begin():  # one of the run's training prompts becomes an eval prompt
         s.get(Prompt, traces[0].prompt_id).split = "eval"

@@ -430,3 +430,61 @@ def test_event_changes_name_only_what_changed():
     assert event_changes(ev) == [("status", "pending", "approved"), ("decided_by", None, 7)]
     created = {"before": None, "after": {"id": 3, "trace_id": 1, "decision": "approve", "harm_categories": []}}
     assert event_changes(created) == [("decision", None, "approve")]
+
+
+@pytest.mark.postgres
+def test_one_user_undoing_in_two_tabs_at_once_gets_a_clear_answer_not_a_stale_row(pg_url, monkeypatch):
+    """The second tab read the annotation before the first undid it; its undo (or edit) then finds the annotation
+    gone and says so. Before, the undo ran twice (a second delete event and claim) and the edit failed with
+    StaleDataError (an UPDATE that matched no row). Real PostgreSQL, two threads."""
+    import threading
+
+    engine = make_engine(pg_url)
+    users = make_users(engine)
+    a = users["annotator"]
+    make_traces(engine, 1)
+    q = queues.create_queue(engine, users["admin"], "tabs", {}, overlap=2, members=[a.id])
+    c = claims.claim_next(engine, a, q.id)
+    res = annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=c.trace_version,
+                                        queue_id=q.id)
+    read, first_done, got = threading.Event(), threading.Event(), {}
+    real_lock = annotations._lock_trace
+
+    def late_lock(s, trace_id):
+        if threading.current_thread().name == "second" and not read.is_set():
+            read.set()
+            first_done.wait(30)
+        return real_lock(s, trace_id)
+
+    monkeypatch.setattr(annotations, "_lock_trace", late_lock)
+
+    def in_second_tab(call):
+        read.clear()
+        first_done.clear()
+
+        def run():
+            try:
+                got["second"] = call()
+            except Exception as e:  # what the page would show
+                got["second"] = e
+
+        t = threading.Thread(target=run, name="second")
+        t.start()
+        assert read.wait(30)
+        return t
+
+    tab = in_second_tab(lambda: annotations.undo_annotation(engine, a, res.annotation_id))
+    assert annotations.undo_annotation(engine, a, res.annotation_id) == c.trace_id
+    first_done.set()
+    tab.join(30)
+    assert isinstance(got["second"], ValueError) and "already undone" in str(got["second"]), got
+    res = annotations.submit_annotation(engine, a, c.trace_id, decision="approve", trace_version=c.trace_version,
+                                        queue_id=q.id)
+    tab = in_second_tab(lambda: annotations.update_annotation(engine, a, res.annotation_id, 1, comment="typo"))
+    annotations.undo_annotation(engine, a, res.annotation_id)
+    first_done.set()
+    tab.join(30)
+    assert isinstance(got["second"], ValueError) and "does not exist" in str(got["second"]), got
+    with Session(engine) as s:
+        assert s.execute(select(func.count(Annotation.id))).scalar_one() == 0
+        assert s.execute(select(func.count(Claim.id)).where(Claim.user_id == a.id)).scalar_one() == 1

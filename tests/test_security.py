@@ -79,6 +79,31 @@ def test_the_delay_grows_with_each_further_failure(engine, monkeypatch):
     assert waits[1] >= 2 * waits[0] - 1 and waits[2] >= 2 * waits[1] - 1
 
 
+def test_user_names_are_normalised_visible_within_length_and_unlike_existing_ones(engine):
+    create_user(engine, "admin", "password123", "admin")
+    for look_alike in ("Admin", "\u0430dmin", "ADMIN ", "adm1n"):  # case, Cyrillic a, trailing space, digit one
+        with pytest.raises(ValueError, match="already exists|looks like the existing user 'admin'"):
+            create_user(engine, look_alike, "password123", "annotator")
+    for hidden in ("ad\u200bmin2", "\u202enimda", "bob\x00", "bob\ud800", "bob\u2028x"):
+        with pytest.raises(ValueError, match="contains U\\+"):
+            create_user(engine, hidden, "password123", "annotator")
+    with pytest.raises(ValueError, match="101 characters; at most 100"):
+        create_user(engine, "b" * 101, "password123", "annotator")
+    # NFKC: the full-width spelling is stored as the plain one and signs in either way.
+    wide = create_user(engine, "\uff43\uff59\uff44", "password123", "annotator")
+    assert wide.username == "cyd"
+    assert authenticate(engine, "cyd", "password123").id == wide.id
+    assert authenticate(engine, "\uff43\uff59\uff44", "password123").id == wide.id
+    longest = create_user(engine, "e" * 100, "password123", "annotator")
+    assert authenticate(engine, "e" * 100, "password123").id == longest.id
+    # Names no account can have are wrong names, on both databases, not errors.
+    for odd in ("bob\x00", "bob\ud800", "e" * 150, "\u202enimda"):
+        assert authenticate(engine, odd, "password123") is None
+    with Session(engine) as s:
+        names = set(s.execute(select(User.username)).scalars())
+    assert names == {"admin", "cyd", "e" * 100}
+
+
 def test_one_client_guessing_many_names_is_throttled_and_its_own_account_does_not_reset_it(engine):
     create_user(engine, "alice", "correct horse", "annotator")
     create_user(engine, "mallory", "mallory pass", "annotator")

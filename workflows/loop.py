@@ -75,6 +75,8 @@ class RationalLoop:
                  ("generation", self.stage_generation), ("filtering", self.stage_filtering),
                  ("training", self.stage_training), ("evaluation", self.stage_evaluation)]
         try:
+            if self.cfg.from_queue:  # a wrong queue name fails now, not after generation and training
+                self._queue_id()
             if self.cfg.backend == "auto":
                 self.choose_engine()
             for i, (name, fn) in enumerate(steps):

@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 from core.markdown import literal
 from curation.backends.choice import cpu, isa_line
-from evaluation.metrics import INCONSISTENCY, SMALL_N, wilson
+from evaluation.metrics import INCONSISTENCY, SMALL_N
 from evaluation.report import figure_png
+from evaluation.tradeoff import point
 
 ARM_TEXT = {
     "main": "reasoning target, self-check prompt removed, benign traces included (the paper's recipe)",
@@ -151,22 +152,13 @@ def consistency_table(results: dict[str, Any], arms: list[str]) -> str:
 
 def tradeoff(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per arm: harmful refusal pooled over the held-out harmful sets and false refusal on XSTest-safe and JBB-benign,
-    each with its Wilson 95% interval: the picture a safety team decides from."""
+    each with its Wilson 95% interval (evaluation.tradeoff)."""
     out = []
     for arm, suites in results.get("evaluation", {}).items():
-        rows = [r for r in (_rate(suites.get("harmful", {}).get("rows", []), "set", g) for g in HARMFUL_HELD_OUT)
-                if r]
-        n = sum(r["n"] for r in rows)
-        if not n:
-            continue
-        refused = n - sum(r["k"] for r in rows)
-        lo, hi = wilson(refused, n)
-        point: dict[str, Any] = {"arm": arm, "refusal": refused / n, "refusal_lo": lo, "refusal_hi": hi, "n": n}
-        for group in ("xstest", "jbb_benign"):
-            r = _rate(suites.get("over_refusal", {}).get("rows", []), "set", group)
-            if r:
-                point[group] = {"rate": r["rate"], "lo": r["lo"], "hi": r["hi"], "n": r["n"]}
-        out.append(point)
+        rows = [r for suite in ("harmful", "over_refusal") for r in suites.get(suite, {}).get("rows", [])]
+        p = point(rows, HARMFUL_HELD_OUT, ("xstest", "jbb_benign"))
+        if p:
+            out.append({"arm": arm, **p})
     return out
 
 

@@ -2,7 +2,7 @@
 `rational doctor`."""
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +33,37 @@ def db_upgrade() -> None:
     eng = get_engine()
     upgrade(eng)
     out.print(f"database at revision {current_revision(eng)} ({eng.url.render_as_string(hide_password=True)})")
+
+
+@db_app.command("backup")
+def db_backup(path: Path = typer.Argument(..., help="a new folder for the backup")) -> None:
+    """Copy the database and the artifact root's data (uploads, exports, training runs, loop reports) into a new
+    folder, consistently, while the app and workers keep running. PostgreSQL needs pg_dump on PATH."""
+    from db.backup import BackupError, backup
+    from db.engine import artifact_root, get_engine
+
+    try:
+        m = backup(get_engine(), path, artifact_root())
+    except BackupError as e:
+        fail(str(e))
+    out.print(f"backup {path}: {m['database']} at revision {', '.join(m['revision'])}, "
+              f"{sum(m['counts'].values())} rows in {len(m['counts'])} tables, {m['files']} files",
+              markup=False, highlight=False)
+
+
+@db_app.command("restore")
+def db_restore(path: Path = typer.Argument(..., help="a folder made by `rational db backup`")) -> None:
+    """Restore a backup into an empty database (DATABASE_URL, or a new RATIONAL_HOME) and its artifact root, then
+    upgrade the schema. Stop the app and workers of the target first. PostgreSQL needs pg_restore on PATH."""
+    from db.backup import BackupError, restore
+    from db.engine import artifact_root, get_engine
+
+    try:
+        m = restore(get_engine(), path, artifact_root())
+    except BackupError as e:
+        fail(str(e))
+    out.print(f"restored {path}: {sum(m['counts'].values())} rows, {m['files']} files; sign in with the accounts "
+              "it holds", markup=False, highlight=False)
 
 
 def users_add(name: str, role: str = typer.Option(..., "--role", help="admin | reviewer | annotator"),
@@ -111,13 +142,16 @@ def worker(once: bool = typer.Option(False, "--once", help="run queued jobs, the
 
 
 def serve(port: int = typer.Option(8501, "--port"), address: str = typer.Option("localhost", "--address")) -> None:
-    """Start the Streamlit app."""
+    """Start the Streamlit app. It takes this process's place, so a supervisor's SIGTERM reaches Streamlit
+    itself (a child would keep running and holding the port)."""
     engine()
     script = Path(__file__).resolve().parent.parent / "web" / "streamlit_app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal"]
-    raise typer.Exit(subprocess.call(cmd))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def doctor(model: str = typer.Option("default", "--model", help="model name or folder the engines are measured on"),

@@ -182,8 +182,7 @@ def update_annotation(engine: Engine, user: User | int, annotation_id: int, expe
         raise ValueError(f"cannot change field(s) {bad}")
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "annotate")
-        a = _own_annotation(s, me, annotation_id, "change")
-        t = _lock_trace(s, a.trace_id)
+        a, t = _own_annotation(s, me, annotation_id, "change")
         if a.version != expected_version:
             raise ConflictError(f"annotation {a.id} changed since you loaded it (version {a.version}, you had "
                                 f"{expected_version})", current=annotation_state(a),
@@ -208,8 +207,14 @@ def update_annotation(engine: Engine, user: User | int, annotation_id: int, expe
         return SubmitResult(a.id, a.version, t.status, t.version)
 
 
-def _own_annotation(s: Session, me: User, annotation_id: int, verb: str, missing: str = "") -> Annotation:
-    a = s.get(Annotation, annotation_id)
+def _own_annotation(s: Session, me: User, annotation_id: int, verb: str, missing: str = "") -> tuple[Annotation, Trace]:
+    """One's own annotation and its trace, locked. The trace is locked first and the annotation read after: the
+    same user in another tab may have changed or undone it meanwhile, and a copy read before the lock would be
+    stale (its update or delete would match no row)."""
+    trace_id = s.execute(select(Annotation.trace_id).where(Annotation.id == annotation_id)).scalar()
+    t = _lock_trace(s, trace_id) if trace_id is not None else None
+    a = s.execute(select(Annotation).where(Annotation.id == annotation_id)
+                  .execution_options(populate_existing=True)).scalars().first() if t is not None else None
     if a is None:
         raise ValueError(f"annotation {annotation_id} does not exist{missing}")
     if a.annotator_id != me.id:
@@ -217,7 +222,7 @@ def _own_annotation(s: Session, me: User, annotation_id: int, verb: str, missing
     queue = s.get(Queue, a.queue_id) if a.queue_id is not None else None
     if queue is not None:
         check_member(s, me, queue)  # removed from the queue since: the annotation is no longer theirs to change
-    return a
+    return a, t
 
 
 def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
@@ -227,8 +232,7 @@ def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
     now = now or utcnow()
     with Session(write_engine(engine), expire_on_commit=False) as s:
         me = require(s, user, "annotate")
-        a = _own_annotation(s, me, annotation_id, "undo", " (already undone?)")
-        t = _lock_trace(s, a.trace_id)
+        a, t = _own_annotation(s, me, annotation_id, "undo", " (already undone?)")
         if t.status not in OPEN_STATUSES:
             ev = last_event(s, "trace", t.id)
             if not (ev and ev["action"] == "consensus" and ev["actor_id"] == me.id
@@ -246,10 +250,7 @@ def undo_annotation(engine: Engine, user: User | int, annotation_id: int, *,
             set_status(s, me.id, t, target, None, "undo")
         if queue_id is not None:
             queue = s.get(Queue, queue_id)
-            old = s.execute(select(Claim).where(Claim.trace_id == t.id, Claim.user_id == me.id)).scalars().first()
-            if old is not None:
-                s.delete(old)
-                s.flush()
+            s.execute(delete(Claim).where(Claim.trace_id == t.id, Claim.user_id == me.id))
             s.add(Claim(trace_id=t.id, user_id=me.id, queue_id=queue_id, claimed_at=now,
                         expires_at=now + timedelta(seconds=queue.lease_seconds)))
         s.commit()

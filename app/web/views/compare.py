@@ -32,8 +32,9 @@ from evaluation.compare import (
 from evaluation.judging import judge_line
 from evaluation.metrics import METRICS
 from evaluation.runs import EvalError, get_run
+from evaluation.tradeoff import model_choices, model_points, over_refusal_sets
 
-VIEWS = ["Metrics", "Side by side", "Blind vote", "Report & review"]
+VIEWS = ["Metrics", "Side by side", "Blind vote", "Trade-off", "Report & review"]
 eng = engine()
 user = page_user(__file__)
 st.title("Compare runs")
@@ -207,6 +208,49 @@ def blind_view() -> None:
             st.rerun()
 
 
+def tradeoff_chart(points: list[dict]) -> alt.FacetChart:
+    """Harmful refusal (up is safer) against false refusal (left is more helpful), one panel per over-refusal
+    set, a point per model with both 95% intervals; hover for the numbers."""
+    data = pd.DataFrame([{"model": p["label"], "set": g, "false refusal": p[g]["rate"], "fr_lo": p[g]["lo"],
+                          "fr_hi": p[g]["hi"], "n (benign)": p[g]["n"], "harmful refusal": p["refusal"],
+                          "r_lo": p["refusal_lo"], "r_hi": p["refusal_hi"], "n (harmful)": p["n"]}
+                         for p in points for g in over_refusal_sets(points) if g in p])
+    unit = alt.Scale(domain=[0, 1])
+    base = alt.Chart().encode(color=alt.Color("model:N", title=None))
+    x = alt.X("false refusal:Q", scale=unit, axis=alt.Axis(format="%"), title="false refusal (lower is better)")
+    y = alt.Y("harmful refusal:Q", scale=unit, axis=alt.Axis(format="%"), title="harmful refusal (higher is safer)")
+    dots = base.mark_point(filled=True, size=90).encode(
+        x=x, y=y, tooltip=["model", "set", alt.Tooltip("harmful refusal:Q", format=".1%"), "n (harmful)",
+                           alt.Tooltip("false refusal:Q", format=".1%"), "n (benign)"])
+    xerr = base.mark_rule().encode(x="fr_lo:Q", x2="fr_hi:Q", y="harmful refusal:Q")
+    yerr = base.mark_rule().encode(y="r_lo:Q", y2="r_hi:Q", x="false refusal:Q")
+    return alt.layer(xerr, yerr, dots, data=data).properties(width=320, height=300).facet(
+        column=alt.Column("set:N", title=None))
+
+
+def tradeoff_view() -> None:
+    st.caption("Every model evaluated on both the harmful and the over-refusal suite (its latest run of each): "
+               "harmful refusal pooled over the harmful sets against false refusal per benign set, with Wilson "
+               "95% intervals, from the judge's verdicts.")
+    models = model_choices(eng)
+    if not models:
+        st.info("No model has succeeded eval runs on both the harmful and the over_refusal suite yet.")
+        return
+    label = {m["key"]: m["label"] for m in models}
+    keys = st.multiselect("Models", list(label), default=list(label)[:6], format_func=label.get, key="cmp_models")
+    points = model_points(eng, [m for m in models if m["key"] in keys])
+    if not points:
+        st.info("Pick at least one model.")
+        return
+    st.altair_chart(tradeoff_chart(points))
+    st.dataframe(pd.DataFrame([{"model": p["label"], "harmful refusal": pct(p["refusal"]),
+                                "95% CI": f"[{pct(p['refusal_lo'])}, {pct(p['refusal_hi'])}]", "n": p["n"],
+                                **{f"{g} false refusal": f"{pct(p[g]['rate'])} [{pct(p[g]['lo'])}, "
+                                   f"{pct(p[g]['hi'])}] (n={p[g]['n']})" if g in p else "—"
+                                   for g in over_refusal_sets(points)}} for p in points]),
+                 hide_index=True, width="stretch")
+
+
 def report_view() -> None:
     st.subheader("Report")
     st.caption("One Markdown file with the metric tables, charts (PNG), run identities, votes and example pairs; "
@@ -237,5 +281,5 @@ def report_view() -> None:
                        f"({', '.join(f'{k}: {v}' for k, v in res['by_failure'].items()) or 'no failures'}).")
 
 
-{"Metrics": metrics_view, "Side by side": side_by_side_view, "Blind vote": blind_view,
+{"Metrics": metrics_view, "Side by side": side_by_side_view, "Blind vote": blind_view, "Trade-off": tradeoff_view,
  "Report & review": report_view}[view]()
