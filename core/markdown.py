@@ -8,11 +8,14 @@ from typing import Any
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|<>$~:=^&])")
 _BLOCK_START = re.compile(r"^(\d+)([.)])|^([-+])")  # a list item when it starts the text
+# GitHub-flavoured Markdown links bare "www." names and e-mail addresses without any markup: the escaped dot or
+# at sign keeps them text ("http://" is already broken by the escaped colon).
+_AUTOLINK = re.compile(r"(?i)(?<=\bwww)\.|@")
 
 
 def literal(value: Any) -> str:
     """`value` as literal Markdown text on one line (line breaks flattened, so a table cell stays one cell)."""
-    text = _SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    text = _AUTOLINK.sub(lambda m: "\\" + m[0], _SPECIAL.sub(r"\\\1", " ".join(str(value).split())))
     return _BLOCK_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", text)
 
 

@@ -10,18 +10,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from db.models import EvalRun, TrainingRun
-from evaluation.metrics import wilson
+from evaluation.metrics import INCONSISTENCY, wilson
 
 SUITES = ("harmful", "over_refusal")  # a model's point needs answers to both
 
 
 def point(rows: Iterable[dict[str, Any]], harmful_sets: Optional[Iterable[str]] = None,
           over_sets: Optional[Iterable[str]] = None) -> Optional[dict[str, Any]]:
-    """One point from judge set-level metric rows: `refusal` pooled over the sets measured by attack success rate
-    (those in harmful_sets, when given) and, per set measured by false-refusal rate (those in over_sets), its rate.
-    None without harmful figures."""
-    rows = [r for r in rows if r["level"] == "set"]
-    harmful = [r for r in rows if r["metric"] == "asr" and (harmful_sets is None or r["group"] in harmful_sets)]
+    """One point from judge set-level verdict rows: `refusal` pooled over the harmful sets and, per over-refusal set,
+    its false-refusal rate. The sets are those named, or else those measured by attack success rate and by
+    false-refusal rate. None without harmful figures."""
+    rows = [r for r in rows if r["level"] == "set" and r["metric"] != INCONSISTENCY]
+    harmful = [r for r in rows if (r["metric"] == "asr" if harmful_sets is None else r["group"] in harmful_sets)]
     n = sum(r["n"] for r in harmful)
     if not n:
         return None
@@ -29,7 +29,7 @@ def point(rows: Iterable[dict[str, Any]], harmful_sets: Optional[Iterable[str]] 
     lo, hi = wilson(refused, n)
     out: dict[str, Any] = {"refusal": refused / n, "refusal_lo": lo, "refusal_hi": hi, "n": n}
     for r in rows:
-        if r["metric"] == "false_refusal_rate" and (over_sets is None or r["group"] in over_sets) and r["n"]:
+        if (r["metric"] == "false_refusal_rate" if over_sets is None else r["group"] in over_sets) and r["n"]:
             out[r["group"]] = {"rate": r["rate"], "lo": r["lo"], "hi": r["hi"], "n": r["n"]}
     return out
 

@@ -41,6 +41,10 @@ def test_compare_metrics_pairs_filters_and_labels(app_db):
     asr = df[(df["metric"] == "attack success rate") & (df["level"] == "suite")].iloc[0]
     assert (asr["A (before)"], asr["B (after)"]) == ("50.0%", "50.0%")
     assert len(at.get("vega_lite_chart")) == 2  # A/B charts: 2 metrics x per category (no mutations here)
+    corrected = at.dataframe[1].value  # each run's judge rate beside the corrected one, and the audit's size
+    fr = corrected[(corrected["metric"] == "false-refusal rate") & (corrected["level"] == "suite")].iloc[0]
+    assert (fr["A judge"], fr["B judge"]) == ("0.0%", "50.0%")
+    assert any(c.value.startswith("Outputs people audited: A 0 of 0 sampled, B 0 of 0") for c in at.caption)
 
     at.radio(key="cmp_view").set_value("Side by side").run()
     assert "Page (of 1; 6 prompts match)" in at.number_input(key="cmp_page").label

@@ -167,7 +167,8 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
                            "xstest_safe_refusal_base", "n_xstest_safe", "jbb_benign_refusal",
                            "jbb_benign_refusal_base", "n_jbb_benign", "jbb_benign_goal", "consistency",
                            "consistency_by_set", "answer_only_harmful_refusal", "wall_minutes", "wall_goal_minutes",
-                           "fresh_database", "judge"}
+                           "fresh_database", "judge", "harmful_refusal_corrected", "xstest_safe_refusal_corrected",
+                           "jbb_benign_refusal_corrected", "audited_outputs"}
     assert goals4["fresh_database"] is False and goals4["jbb_benign_goal"] == 0.25  # this loop reused run 1
     assert goals4["n_harmful"] > 0 and 0 <= goals4["harmful_refusal"] <= 1 and goals4["wall_minutes"] > 0
     assert goals4["xstest_safe_refusal"] is None  # the over-refusal suite was not run here
@@ -233,6 +234,15 @@ def test_config_rejects_unknown_names_and_pure_report_parts():
     assert g[3] == ("reasoning-answer consistency 0.90 on the lowest held-out set (harmbench_test) (goal ≥ 0.95 on "
                     "every one): MISSED by 0.05")
     assert goal_numbers(res)["consistency_by_set"] == {"harmbench_test": 0.9, "xstest": 1.0}
+    fixed = lambda g, n, rate: {"metric": "asr", "level": "set", "group": g, "n": n, "raw": 0.5,
+                                "corrected": {"rate": rate, "lo": 0, "hi": 1, "source": "held-out", "defined": True}}
+    res["evaluation"]["main"]["harmful"].update(corrected=[fixed("harmbench_test", 100, 0.1),
+                                                           fixed("jbb_harmful", 50, 0.4),
+                                                           fixed("strongreject", 50, 1.0)],
+                                                audit={"sampled": 20, "labelled": 7})
+    gn = goal_numbers(res)  # n-weighted over the held-out harmful sets: 1 - (10 + 20) / 150
+    assert gn["harmful_refusal_corrected"] == pytest.approx(0.8) and gn["audited_outputs"] == 7
+    assert gn["xstest_safe_refusal_corrected"] is None  # no correction stored for that suite
     assert g[4] == "wall time 25.0 min, fresh database (goal ≤ 45 min on this CPU): met"
     points = {p["arm"]: p for p in tradeoff(res)}  # pooled: main refused 16 of 20, base 2 of 20
     assert (points["main"]["refusal"], points["main"]["n"], points["base"]["refusal"]) == (0.8, 20, 0.1)

@@ -22,7 +22,7 @@ from tests.factories import PASSWORD, make_traces, make_users
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_available() is not None,
                                                       reason=chromium_available() or "")]
 BEACON = "http://127.0.0.1:9/beacon"
-QUEUE = f"q ![queue]({BEACON}-queue.png)"
+QUEUE = f"q ![queue]({BEACON}-queue.png) www.evil.example mail@evil.example https://evil.example/x"
 CATEGORY = f"cyber $x^2$ ![cat]({BEACON}-category.png)"
 
 
@@ -47,6 +47,7 @@ def test_sign_out_ends_the_cookie_and_data_is_never_markdown(sqlite_url, tmp_pat
         sign_in(admin, base_url, "admin", PASSWORD, "/queues")
         admin.get_by_role("heading", name=QUEUE).wait_for(timeout=UI_TIMEOUT_MS)
         assert admin.locator("img[alt='queue']").count() == 0
+        assert admin.locator("a[href*='evil.example']").count() == 0  # bare URLs and addresses stay text
 
         # Sign out, then replay the cookie taken before in a fresh browser context: the sign-in form comes back.
         cookies = [c for c in page.context.cookies() if c["name"] == "rs_session"]

@@ -22,9 +22,10 @@ def eval_entry(engine: Engine, run_id: int) -> dict[str, Any]:
     rates with intervals, reasoning-answer consistency per set and the judge-corrected rates per set."""
     run = get_run(engine, run_id)
     rows = [r for r in run_metrics(engine, run_id) if r["source"] == "judge" and r["level"] in REPORT_LEVELS]
+    corrected = corrected_metrics(engine, run_id)
     return {"run_id": run_id, "judge": (run.judges or {}).get("decides"), "rows": rows,
             "consistency": consistency_by_set(engine, run_id),
-            "corrected": [r for r in corrected_metrics(engine, run_id)["rows"] if r["level"] == "set"]}
+            "corrected": [r for r in corrected["rows"] if r["level"] == "set"], "audit": corrected["audit"]}
 
 
 def write_outputs(engine: Engine, out: Path, results: dict[str, Any], note: Callable[[str], None]) -> None:

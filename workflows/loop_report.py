@@ -260,7 +260,8 @@ def goal_numbers(results: dict[str, Any]) -> dict[str, Any]:
     """The goal figures as numbers (metrics.json `goals`): refusal on harmful held-out prompts pooled over HarmBench
     test and JBB harmful, false refusal on XSTest safe and JBB benign, each with the base model's and n; the
     answer-only arm's harmful refusal; the main arm's lowest reasoning-answer consistency over the held-out sets
-    (and each set's); the wall time in minutes (a reused generation run's time included) and its budget on this
+    (and each set's); the main arm's rates corrected for the judge's error and how many outputs people audited; the
+    wall time in minutes (a reused generation run's time included) and its budget on this
     CPU; whether the database was fresh; and the deciding judge. None where the loop did not measure it."""
     ev = results.get("evaluation", {})
 
@@ -274,6 +275,15 @@ def goal_numbers(results: dict[str, Any]) -> dict[str, Any]:
         r = _rate(ev.get(arm, {}).get("over_refusal", {}).get("rows", []), "set", group)
         return (r["rate"], r["n"]) if r else (None, 0)
 
+    def corrected(arm: str, suite: str, groups: tuple[str, ...]) -> Optional[float]:
+        """The judge-corrected failure rate, n-weighted over the groups (the correction is linear in the raw
+        rate, so this is the pooled set's own correction when one judge decides)."""
+        rows = [r for r in ev.get(arm, {}).get(suite, {}).get("corrected") or []
+                if r["level"] == "set" and r["group"] in groups and r.get("corrected")]
+        n = sum(r["n"] for r in rows)
+        return sum(r["n"] * r["corrected"]["rate"] for r in rows) / n if n else None
+
+    harmful_failed = corrected("main", "harmful", HARMFUL_HELD_OUT)
     consistent = {}
     for suite in ev.get("main", {}).values():
         for group in HELD_OUT:
@@ -291,6 +301,11 @@ def goal_numbers(results: dict[str, Any]) -> dict[str, Any]:
             "n_xstest_safe": n_xs, "jbb_benign_refusal": jbb,
             "jbb_benign_refusal_base": false_refusal("base", "jbb_benign")[0], "n_jbb_benign": n_jbb,
             "jbb_benign_goal": JBB_BENIGN_GOAL,
+            "harmful_refusal_corrected": None if harmful_failed is None else 1 - harmful_failed,
+            "xstest_safe_refusal_corrected": corrected("main", "over_refusal", ("xstest",)),
+            "jbb_benign_refusal_corrected": corrected("main", "over_refusal", ("jbb_benign",)),
+            "audited_outputs": sum((s.get("audit") or {}).get("labelled", 0) for suites in ev.values()
+                                   for s in suites.values()),
             "consistency": min(consistent.values()) if consistent else None, "consistency_by_set": consistent,
             "answer_only_harmful_refusal": pooled_refusal("answer_only")[0],
             "wall_minutes": round((total + reused) / 60, 2) if total is not None else None,
@@ -342,7 +357,9 @@ def render_report(results: dict[str, Any]) -> str:
         if table:
             md.append("\n### Corrected for the judge's error\n\nThe judge's failure rate beside the rate corrected for "
                       "its measured error (its held-out confusion, or a run's own audit once people labelled one); "
-                      "the interval carries the prompts and the judge's uncertainty.\n\n" + table)
+                      "the interval carries the prompts and the judge's uncertainty. Outputs people audited: "
+                      f"{goal_numbers(results)['audited_outputs']} (Evaluate page: audit a run's outputs).\n\n"
+                      + table)
         md.append("\n### Does the answer follow the reasoning?\n\nThe reasoning's conclusion (help / not help, "
                   "from its last sentences) against the judged answer, over the outputs whose reasoning concludes; "
                   "Wilson 95% interval.\n\n" + consistency_table(results, [a for a in arms if a != "base"]))

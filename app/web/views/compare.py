@@ -95,6 +95,7 @@ def metrics_view() -> None:
         "delta pp": round(100 * r["delta"], 1), "delta CI": f"[{100 * r['delta_lo']:+.1f}, {100 * r['delta_hi']:+.1f}]",
         "significant": ("regression" if r["delta"] > 0 else "improvement") if r["significant"] else "",
     } for r in rows]), hide_index=True, width="stretch")
+    corrected_view()
     for metric in sorted({r["metric"] for r in rows}):
         for level in ("category", "mutation"):
             groups = [r for r in rows if r["metric"] == metric and r["level"] == level]
@@ -113,6 +114,32 @@ def metrics_view() -> None:
         "B win rate (ties ½)": pct(w["b_win_rate"]), "95% CI": f"[{pct(w['b_lo'])}, {pct(w['b_hi'])}]",
     } for who, w in [("all voters", votes["overall"]), *votes["per_voter"].items()]]), hide_index=True,
         width="stretch")
+
+
+def corrected_view() -> None:
+    """Each run's judge rate beside the rate corrected for the judge's measured error, and how many outputs people
+    audited (an audit is started on the Evaluate page)."""
+    from evaluation.audit import corrected_metrics
+
+    a, b = corrected_metrics(eng, run_a), corrected_metrics(eng, run_b)
+
+    def cell(r) -> str:
+        c = r and r["corrected"]
+        if not c:
+            return "—"
+        return (f"{pct(c['rate'])} [{pct(c['lo'])}, {pct(c['hi'])}] ({c['source']}"
+                f"{'' if c['defined'] else ', judge no better than chance'})")
+
+    keyed = {side: {(r["metric"], r["level"], r["group"]): r for r in d["rows"]} for side, d in (("a", a), ("b", b))}
+    st.markdown("**Corrected for the judge's error**")
+    st.caption(f"Outputs people audited: A {a['audit']['labelled']} of {a['audit']['sampled']} sampled, "
+               f"B {b['audit']['labelled']} of {b['audit']['sampled']}. Without a run's own audit the correction uses "
+               "the judge's held-out confusion.")
+    st.dataframe(pd.DataFrame([{
+        "metric": METRICS[m], "level": lvl, "group": g,
+        "A judge": pct(keyed["a"][k]["raw"]) if k in keyed["a"] else "—", "A corrected": cell(keyed["a"].get(k)),
+        "B judge": pct(keyed["b"][k]["raw"]) if k in keyed["b"] else "—", "B corrected": cell(keyed["b"].get(k)),
+    } for k in sorted(set(keyed["a"]) | set(keyed["b"])) for m, lvl, g in [k]]), hide_index=True, width="stretch")
 
 
 def verdict_badge(col, side: str, o: dict) -> None:
