@@ -225,3 +225,18 @@ def test_serve_stops_with_its_supervisors_sigterm_and_frees_the_port(tmp_path):
         if proc.poll() is None:
             proc.kill()
         subprocess.run(["pkill", "-f", f"server.port {port} "], check=False)
+
+
+def test_an_unreachable_or_unwritable_database_is_one_line_not_a_traceback(tmp_path):
+    """The console script against a PostgreSQL port nobody listens on, and a data directory it cannot create."""
+    from tests.browser import free_port
+
+    cases = [({"DATABASE_URL": f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/x"},
+              "error: cannot use the database postgresql+psycopg://someone:***@127.0.0.1:"),
+             ({"RATIONAL_HOME": "/proc/no-such-home"}, "error: No such file or directory: /proc/no-such-home")]
+    for extra, expected in cases:
+        env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "RATIONAL_HOME": str(tmp_path / "home"),
+               **extra}
+        p = subprocess.run([str(RATIONAL), "sets", "list"], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.startswith(expected), p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "hunter2" not in p.stderr
