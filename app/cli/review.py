@@ -1,11 +1,12 @@
 """`rational users list|set-role` and `rational queues create|list|progress`: the review workflow from the shell.
 
-The CLI acts as a named admin (`--as`), so the same role checks apply as in the web app.
+A command acts as a named user (`--as NAME`, default the first active admin), so the same role checks apply as in
+the web app; a queue is named by its name or id.
 """
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -19,6 +20,9 @@ def register(app: typer.Typer, users_app: typer.Typer) -> None:
     app.add_typer(queues_app, name="queues")
     users_app.command("list")(users_list)
     users_app.command("set-role")(users_set_role)
+
+
+ACTING_HELP = "who acts (default: the first active admin)"
 
 
 def _actor(eng, name: str):
@@ -54,7 +58,7 @@ def users_set_role(name: str, role: str = typer.Option(..., "--role"),
 
 
 @queues_app.command("create")
-def queues_create(name: str, acting: str = typer.Option(..., "--as", help="an admin"),
+def queues_create(name: str, acting: Optional[str] = typer.Option(None, "--as", help=ACTING_HELP),
                   filter_json: str = typer.Option("{}", "--filter", help='e.g. {"set_names": ["xstest"], '
                                                   '"behaviors": ["refuse"], "flagged_only": true}'),
                   overlap: int = typer.Option(1, "--overlap"),
@@ -69,7 +73,7 @@ def queues_create(name: str, acting: str = typer.Option(..., "--as", help="an ad
         cli.fail(f"--filter is not JSON: {e}")
     eng = cli.engine()
     try:
-        q = create_queue(eng, _actor(eng, acting), name, flt, overlap=overlap,
+        q = create_queue(eng, cli.actor_id(eng, acting, default_admin=True), name, flt, overlap=overlap,
                          members=[_actor(eng, m).id for m in members])
     except (ValueError, PermissionDenied) as e:
         cli.fail(str(e))
@@ -77,25 +81,31 @@ def queues_create(name: str, acting: str = typer.Option(..., "--as", help="an ad
 
 
 @queues_app.command("list")
-def queues_list(acting: str = typer.Option(..., "--as")) -> None:
+def queues_list(acting: Optional[str] = typer.Option(None, "--as", help=ACTING_HELP)) -> None:
     from curation.review.queues import list_queues
 
     eng = cli.engine()
     t = DataTable("id", "name", "overlap", "items", "done", "active")
-    for q in list_queues(eng, _actor(eng, acting)):
+    for q in list_queues(eng, cli.actor_id(eng, acting, default_admin=True)):
         t.add_row(str(q["id"]), q["name"], str(q["overlap"]), str(q["items"]), str(q["done"]),
                   "yes" if q["is_active"] else "no")
     cli.out.print(t)
 
 
 @queues_app.command("progress")
-def queues_progress(queue_id: int, acting: str = typer.Option(..., "--as")) -> None:
+def queues_progress(queue: str = typer.Argument(..., help="the queue's name or id"),
+                    acting: Optional[str] = typer.Option(None, "--as", help=ACTING_HELP)) -> None:
     from core.errors import PermissionDenied
-    from curation.review.queues import queue_progress
+    from curation.review.queues import list_queues, queue_progress
 
     eng = cli.engine()
+    actor = cli.actor_id(eng, acting, default_admin=True)
     try:
-        p = queue_progress(eng, _actor(eng, acting), queue_id)
+        by_name = {q["name"]: q["id"] for q in list_queues(eng, actor)}
+        queue_id = by_name.get(queue) or (int(queue) if queue.isdigit() else None)
+        if queue_id is None:
+            cli.fail(f"no queue named '{queue}'")
+        p = queue_progress(eng, actor, queue_id)
     except (ValueError, PermissionDenied) as e:
         cli.fail(str(e))
     cli.out.print(f"{p['queue']['name']}: {p['done']}/{p['items']} done ({p['fraction']:.0%})")
