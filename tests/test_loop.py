@@ -21,7 +21,7 @@ def _tiny_config(model: str, out, **kw) -> LoopConfig:
                 ablations=["answer_only"], min_train_rows=2,
                 fallback=["matches_expected", "parsed", "any"], train_preset="test",
                 train_overrides={"max_steps": -1, "num_train_epochs": 1, "save_steps": 100}, out=str(out),
-                tag="ci")
+                tag="ci", dev_size=2)
     return LoopConfig(**{**base, **kw})
 
 
@@ -52,7 +52,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
 
     # 3: K samples for every chosen prompt
     with Session(eng) as s:
-        run = s.execute(select(GenerationRun).where(GenerationRun.strategy != "student")).scalars().one()
+        run = s.execute(select(GenerationRun).where(GenerationRun.name == "loop ci")).scalars().one()
         traces = list(s.execute(select(Trace).where(Trace.run_id == run.id)).scalars())
         audits = s.execute(select(func.count(AuditEvent.id)).where(AuditEvent.action == "auto_filter")).scalar_one()
     n_prompts = res["prompts"]["harmful"] + res["prompts"]["benign"]
@@ -102,6 +102,18 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
                 n = s.execute(select(func.count(EvalOutput.id)).where(EvalOutput.run_id == run_id)).scalar_one()
                 assert n > 0, (arm, suite)
 
+    # selection: every trained arm answered the dev prompts, which no arm trained on; the rule picked one
+    sel = res["selection"]
+    dev_runs = {arm: d["run"] for arm, d in sel["dev"].items()}
+    assert set(dev_runs) == {"main", "answer_only", "preference"} and sel["selected"] in dev_runs
+    assert sel["prompts"] == {"refuse": 2, "comply": 2} and res["goals"]["selected_arm"] == sel["selected"]
+    with Session(eng) as s:
+        dev_prompt_ids = set(s.get(GenerationRun, dev_runs["main"]).selection["prompt_ids"])
+        dev_sets = set(s.execute(select(PromptSet.name).join(Prompt).where(Prompt.id.in_(dev_prompt_ids))).scalars())
+    assert len(dev_prompt_ids) == 4 and not dev_prompt_ids & set(run.selection["prompt_ids"])
+    assert dev_sets <= {"harmbench_val", "advbench", "coconot_contrast"}
+    assert all(d["n_harmful"] == 2 and d["n_benign"] == 2 for d in sel["dev"].values())
+
     # report + metrics JSON + per-suite comparison reports, and the stage times
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
@@ -110,6 +122,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
                                          "evaluation", "total"}
     assert "## Main table" in report and "## Ablation: answer_only" in report and "| refuse |" in report
     assert "### Corrected for the judge's error" in report and "| held-out |" in report
+    assert "### Which arm? Selection on a dev split" in report and f"Selected: **{sel['selected']}**" in report
     assert "## Preference stage" in report and "![harmful refusal against false refusal, per arm](tradeoff.png)" \
         in report and (out / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "refusals judged by learned@v1" in report  # the eval runs' deciding judge, not a fixed phrase
@@ -390,3 +403,17 @@ def test_safety_pairs_are_the_students_deliberate_compliance(sqlite_engine, tiny
     loop.results = {"preference": {}}
     assert safety_pairs(loop, tiny_model_dir, rows, {**kinds, 103: None, 104: None}) is None
     assert loop.results["preference"]["safety"]["asked"] == 0
+
+
+def test_the_dev_rule_picks_the_best_harmful_refusal_minus_false_refusal():
+    from workflows.loop_selection import choose, dev_rates
+
+    rows = [{"prompt_id": 1, "match": True}, {"prompt_id": 2, "match": False}, {"prompt_id": 3, "match": False},
+            {"prompt_id": 4, "match": True}]
+    got = dev_rates(rows, {"refuse": [1, 2], "comply": [3, 4]})
+    assert (got["harmful_refusal"], got["false_refusal"], got["score"], got["n_harmful"]) == (0.5, 0.5, 0.0, 2)
+    assert dev_rates(rows, {"refuse": [1], "comply": []})["score"] is None
+    dev = {"main": {"score": 0.2}, "preference": {"score": 0.35}, "answer_only": {"score": 0.35},
+           "human": {"score": None}}
+    assert choose(dev) == "preference"  # ties go to the earlier arm
+    assert choose({"main": {"score": None}}) is None

@@ -43,6 +43,7 @@ from workflows.loop_filter import fill_survivors, one_per_prompt
 from workflows.loop_output import eval_entry, write_outputs
 from workflows.loop_preference import preference_stage
 from workflows.loop_report import machine, yield_table
+from workflows.loop_selection import select_on_dev
 
 STAGES = ("prompts", "mutations", "generation", "filtering", "training", "evaluation", "report")
 Log = Callable[[str], None]
@@ -325,6 +326,8 @@ class RationalLoop:
                                              "seconds": round(time.perf_counter() - t0, 1)}
         if PREFERENCE in cfg.arms:
             preference_stage(self)
+        if cfg.dev_size:
+            select_on_dev(self)
 
     def _queue_id(self) -> int:
         """The human arm's queue, which must hold approved traces of train-split prompts."""

@@ -68,6 +68,9 @@ class LoopConfig:
     preference_overrides: dict[str, Any] = field(default_factory=lambda: {
         "num_train_epochs": 2, "learning_rate": 1e-4, "max_length": 384, "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 2})
+    # Selection: every trained arm answers this many harmful and benign dev prompts per behaviour (training sources,
+    # not trained on; never the held-out sets), and the rule in workflows/loop_selection.py picks one. 0: off.
+    dev_size: int = 32
     eval_suites: list[str] = field(default_factory=lambda: list(EVAL_SUITES))
     # The ablation arms answer only these of eval_suites: they compare with main on the goal sets, and the attacks
     # suite (282 more prompts per arm) stays the main arm's.
@@ -87,6 +90,8 @@ class LoopConfig:
             raise ValueError(f"backend '{self.backend}' is not one of auto, vllm, transformers, openai")
         if self.mutation not in ("templates", "styles", "none"):
             raise ValueError(f"mutation '{self.mutation}' is not one of templates, styles, none")
+        if self.dev_size < 0:
+            raise ValueError(f"dev_size must be 0 or more, got {self.dev_size}")
         if self.twins < 0:
             raise ValueError(f"twins must be 0 or more, got {self.twins}")
         for name in ("samples", "limit_train", "limit_eval", "gen_max_tokens", "eval_max_tokens", "per_prompt"):
@@ -103,6 +108,7 @@ class LoopConfig:
             generation += 2 * self.limit_train * self.eval_max_tokens // 2
             if self.safety_pairs:  # about a quarter of the harmful prompts, written on purpose
                 generation += self.limit_train // 4 * (self.gen_max_tokens + 40)
+        generation += self.dev_size * 2 * len(self.arms) * self.eval_max_tokens // 2
         outputs = self.limit_eval * (6 + 5 * len(self.arms))  # base and main: every suite; other arms: goal sets
         return int(generation + outputs * self.eval_max_tokens / 2)
 

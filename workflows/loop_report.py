@@ -304,6 +304,7 @@ def goal_numbers(results: dict[str, Any]) -> dict[str, Any]:
             "harmful_refusal_corrected": None if harmful_failed is None else 1 - harmful_failed,
             "xstest_safe_refusal_corrected": corrected("main", "over_refusal", ("xstest",)),
             "jbb_benign_refusal_corrected": corrected("main", "over_refusal", ("jbb_benign",)),
+            "selected_arm": (results.get("selection") or {}).get("selected"),
             "audited_outputs": sum((s.get("audit") or {}).get("labelled", 0) for suites in ev.values()
                                    for s in suites.values()),
             "consistency": min(consistent.values()) if consistent else None, "consistency_by_set": consistent,
@@ -349,6 +350,9 @@ def render_report(results: dict[str, Any]) -> str:
         md.append("\nThe over_refusal suite also scores CoCoNot contrast, whose prompts are in the train split "
                   "(benign training prompts): read XSTest and JBB benign as the held-out over-refusal sets.\n")
         md.append("\n### Goals (main arm)\n\n" + "".join(f"- {g}\n" for g in goals(results)))
+        chosen = selection_lines(results.get("selection"))
+        if chosen:
+            md.append("\n### Which arm? Selection on a dev split\n\n" + "\n".join(chosen) + "\n")
         if results.get("tradeoff_png"):
             md.append(f"\n### The trade-off\n\n![harmful refusal against false refusal, per arm]"
                       f"({results['tradeoff_png']})\n\nGreen: the goal region (harmful refusal ≥ {REFUSAL_GOAL:.2f}, "
@@ -409,3 +413,20 @@ def safety_sentence(safety: dict[str, Any] | None) -> str:
     return (f"; {safety['helpward']} of the mistakes' pairs lean towards helping and {safety['refuseward']} towards "
             f"refusing, so the student wrote {safety['asked']} deliberate compliances with harmful prompts it "
             f"refused (run {safety.get('run')}), {safety['pairs']} judged to comply: safety pairs")
+
+
+def selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    """The report's paragraph: the rule, what each arm scored on the dev split, and the choice."""
+    if not selection or not selection.get("dev"):
+        return []
+
+    def num(x: Any) -> str:
+        return f"{x:.2f}" if isinstance(x, (int, float)) else "—"
+
+    lines = [f"Dev split: {selection['prompts'].get('refuse', 0)} harmful and {selection['prompts'].get('comply', 0)} "
+             f"benign prompts from the training sources that no arm trained on. Rule: {selection['rule']}.", "",
+             "| arm | dev harmful refusal | dev false refusal | score |", "|---|---:|---:|---:|"]
+    lines += [f"| {arm} | {num(d['harmful_refusal'])} (n={d['n_harmful']}) | {num(d['false_refusal'])} "
+              f"(n={d['n_benign']}) | {num(d['score'])} |" for arm, d in selection["dev"].items()]
+    lines += ["", f"Selected: **{selection.get('selected') or 'none'}**."]
+    return lines

@@ -47,6 +47,9 @@ def loop_command(
                                       help="beside the mistakes, pairs that keep refusals: the student's deliberate "
                                            "compliance with harmful prompts it refused, as many as the mistakes "
                                            "lean towards helping"),
+    dev_size: int = typer.Option(D.dev_size, "--dev-size",
+                                 help="harmful and benign dev prompts per behaviour (training sources no arm trained "
+                                      "on) that every trained arm answers; the rule picks one; 0: no selection"),
     generation_run: Optional[int] = typer.Option(None, "--generation-run",
                                                  help="resume / reuse this generation run"),
     from_queue: Optional[str] = typer.Option(None, "--from-queue",
@@ -71,7 +74,7 @@ def loop_command(
                      eval_max_tokens=eval_max_tokens, mutation=mutation, twins=twins, ablations=abl, fallback=fb,
                      train_preset=preset, train_overrides=overrides, out=out, tag=tag,
                      min_per_behavior=min_per_behavior, generation_run=generation_run, from_queue=from_queue,
-                     preference=preference, safety_pairs=safety_pairs)
+                     preference=preference, safety_pairs=safety_pairs, dev_size=dev_size)
     try:
         cfg.validate()
     except ValueError as e:
