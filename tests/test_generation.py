@@ -267,3 +267,30 @@ def test_cli_generate_and_label(engine, db_url, tiny_model_dir, monkeypatch):
     assert res.exit_code == 2 and "strategy 'bogus'" in res.output
     res = runner.invoke(app, ["label", "--judge", "vibes"])
     assert res.exit_code == 2 and "--judge" in res.output
+
+
+def test_the_rate_and_eta_count_from_when_the_engine_is_up(engine, monkeypatch, tiny_model_dir):
+    """An engine that takes a while to start (a scripted backend behind a slow `warm_engine`; vLLM's start is
+    75-165 s): the run's tokens/s is the generated tokens over the time after the start, which is reported apart."""
+    import time
+    from contextlib import contextmanager
+
+    import curation.generation.runs as gen_runs
+
+    add_prompts(engine)
+    replies = {t: "<think>\nThinking.\n</think>\nAn answer." for t, _ in PROMPTS}
+
+    @contextmanager
+    def slow_start(*_a, **_k):
+        time.sleep(1.5)
+        yield ScriptedBackend(replies)
+
+    monkeypatch.setattr(gen_runs, "warm_engine", slow_start)
+    run = create_run(engine, cfg(tiny_model_dir, strategy="single", samples=1), Selection(set_names=["gen-set"]))
+    summary = run_generation(engine, run.id)
+    with Session(engine) as s:
+        stored = s.get(GenerationRun, run.id).summary
+    assert stored["start_s"] >= 1.5 and stored["elapsed_s"] >= stored["start_s"]
+    assert summary["completion_tokens"] == 60
+    # 60 tokens in well under a second of generating: a rate counted from the run's start would be under 40.
+    assert stored["tokens_per_s"] > 60 / 1.5

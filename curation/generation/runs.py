@@ -162,6 +162,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
         f"generate ({run.params.get('strategy_ref', run.strategy)}, {cfg.backend}, {cfg.model})")
     _set(engine, run.id, status="running", started_at=run.started_at or utcnow())
     t_start, tokens, new = time.perf_counter(), 0, 0
+    t_ready: Optional[float] = None  # the engine is up: rates and the ETA count from here, not from its start
     last_flush = last_summary = 0.0
     buffer: list[tuple[Trace, str, str]] = []
     labeller = Labeller(engine)
@@ -173,12 +174,14 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
             buffer = []
         last_flush = time.perf_counter()
         elapsed = last_flush - t_start
-        tps = tokens / elapsed if elapsed > 0 else 0.0
-        eta = remaining_s(total - done - new, new, elapsed, expected_per_sample, probe_tps)
+        generating = last_flush - t_ready if t_ready is not None else 0.0
+        tps = tokens / generating if generating > 0 else 0.0
+        eta = remaining_s(total - done - new, new, generating, expected_per_sample, probe_tps)
         if final or last_flush - last_summary >= SUMMARY_S:
             last_summary = last_flush
             _set(engine, run.id, summary={**run_yield(engine, run.id), "tokens": tokens,
                                           "tokens_per_s": round(tps, 1), "elapsed_s": round(elapsed, 1),
+                                          "start_s": None if t_ready is None else round(t_ready - t_start, 1),
                                           "eta_s": None if final or eta is None else round(eta, 1),
                                           "done": done + new, "total": total})
         if progress:
@@ -197,6 +200,7 @@ def run_generation(engine: Engine, run_id: int, *, backend=None, progress: Progr
         expected_per_sample = _tokens_per_sample(cfg, run.strategy)
         probe_tps = _probe_tps(cfg)
         with ctx as be:
+            t_ready = time.perf_counter()
             for sample, draft in drive(be, _contexts(engine, run, cfg, strategy, works),
                                        max_inflight=cfg.batch_prompts):
                 buffer.append((_trace(run, cfg, sample, draft, time.perf_counter() - t_start), sample.behavior,
