@@ -386,9 +386,9 @@ def test_cli_queues_and_users(sqlite_url, monkeypatch):
     r = run(app, ["queues", "create", "y", "--as", "admin", "--filter", '{"behaviors": ["nope"]}'])
     assert r.exit_code == 2 and "behaviors" in r.output
     r = run(app, ["queues", "progress", "1", "--as", "admin"])
-    assert r.exit_code == 0 and "0/2 done" in r.output
+    assert r.exit_code == 0 and "0/2 decided" in r.output
     r = run(app, ["queues", "progress", "cliq"])  # by name, as the first admin (no --as)
-    assert r.exit_code == 0 and "cliq: 0/2 done" in r.output, r.output
+    assert r.exit_code == 0 and "cliq: 0/2 decided" in r.output, r.output
     r = run(app, ["queues", "progress", "nope"])
     assert r.exit_code == 2 and "no queue named 'nope'" in r.output
     r = run(app, ["queues", "list"], terminal_width=200)

@@ -134,6 +134,21 @@ def test_queues_page_creates_queue_and_shows_progress(app_db):
     assert queues.list_queues(app_db, users["annotator"])[0]["name"] == "fresh"
 
 
+def test_queue_progress_counts_disputed_traces_apart_and_points_to_adjudication(app_db):
+    from curation.review.annotations import submit_annotation
+
+    users = make_users(app_db)
+    second = make_user(app_db, "annotator", "ann2")
+    make_traces(app_db, 2)
+    q = queues.create_queue(app_db, users["admin"], "two", {}, overlap=2, members=[users["annotator"].id, second.id])
+    for who, decision in ((users["annotator"], "approve"), (second, "reject")):  # they disagree on one trace
+        c = claims.claim_next(app_db, who, q.id)
+        submit_annotation(app_db, who, c.trace_id, decision=decision, trace_version=c.trace_version, queue_id=q.id)
+    at = page("queues.py", users["admin"])
+    assert "0 of 2 traces decided · 1 wait for adjudication" in at.get("progress")[0].proto.text
+    assert any("Adjudicate the 1 disputed traces" in c.value for c in at.caption)
+
+
 def test_browse_history_and_bulk(app_db):
     users = make_users(app_db)
     tids = make_traces(app_db, 3, responses=["alpha", "beta", "gamma"])

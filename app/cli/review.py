@@ -108,7 +108,8 @@ def queues_progress(queue: str = typer.Argument(..., help="the queue's name or i
         p = queue_progress(eng, actor, queue_id)
     except (ValueError, PermissionDenied) as e:
         cli.fail(str(e))
-    cli.out.print(f"{p['queue']['name']}: {p['done']}/{p['items']} done ({p['fraction']:.0%})")
+    cli.out.print(f"{p['queue']['name']}: {p['decided']}/{p['items']} decided ({p['fraction']:.0%}), "
+                  f"{p['disputed']} wait for adjudication", markup=False, highlight=False)
     t = DataTable("member", "role", "annotations")
     for m in p["members"]:
         t.add_row(m["username"], m["role"], str(m["annotations"]))

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError
-from core.vocabulary import OPEN_STATUSES, Role
+from core.vocabulary import FINAL_STATUSES, OPEN_STATUSES, Role, TraceStatus
 from curation.auth import check, require
 from curation.review.audit import record
 from curation.review.claims import load_queue_for
@@ -165,8 +165,11 @@ def queue_progress(engine: Engine, user: User | int, queue_id: int) -> dict[str,
             .outerjoin(Annotation, and_(Annotation.annotator_id == User.id, Annotation.queue_id == q.id))
             .where(QueueMember.queue_id == q.id).group_by(User.id, User.username, User.role)
             .order_by(User.username)).all()
-        return {"queue": _queue_dict(q), "items": total, "done": done, "skipped": skipped,
-                "fraction": (done / total) if total else 0.0, "by_status": by_status,
+        # Closed items include traces whose annotators disagree: they wait for adjudication, not decided yet.
+        decided = sum(by_status.get(st, 0) for st in FINAL_STATUSES)
+        return {"queue": _queue_dict(q), "items": total, "done": done, "skipped": skipped, "decided": decided,
+                "disputed": by_status.get(TraceStatus.NEEDS_ADJUDICATION, 0),
+                "fraction": (decided / total) if total else 0.0, "by_status": by_status,
                 "members": [{"user_id": m[0], "username": m[1], "role": m[2], "annotations": m[3],
                              "fraction": (m[3] / total) if total else 0.0} for m in members]}
 

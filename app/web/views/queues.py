@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.web.login import page_user
+from app.web.navigation import link_to
 from app.web.plain import plain
 from app.web.state import engine
 from core.errors import ConflictError, PermissionDenied
@@ -45,7 +46,11 @@ for q in queues.list_queues(eng, user.id):
     st.subheader(plain(q["name"]))
     skipped = (f" · {p['skipped']} skipped (each comes back at the end of its skipper's queue)"
                if p["skipped"] else "")
-    st.progress(p["fraction"], text=f"{p['done']} of {p['items']} traces decided · overlap {q['overlap']}{skipped}")
+    disputed = f" · {p['disputed']} wait for adjudication" if p["disputed"] else ""
+    st.progress(p["fraction"], text=f"{p['decided']} of {p['items']} traces decided{disputed} · overlap "
+                f"{q['overlap']}{skipped}")
+    if p["disputed"]:
+        link_to(user.role, "adjudication.py", f"Adjudicate the {p['disputed']} disputed traces")
     st.dataframe([{"member": m["username"], "role": m["role"], "annotations": m["annotations"]}
                   for m in p["members"]], hide_index=True)
     with st.form(f"edit_{q['id']}"):
