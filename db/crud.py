@@ -76,6 +76,14 @@ def prompt_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in s.execute(q)]
 
 
+def generation_run_names(engine: Engine, limit: int = 200) -> dict[int, str]:
+    """Recent generation runs, newest first: id -> "#id name" (for pickers)."""
+    with Session(engine) as s:
+        rows = s.execute(select(GenerationRun.id, GenerationRun.name).order_by(GenerationRun.id.desc())
+                         .limit(limit)).all()
+    return {i: f"#{i} {n}".rstrip() for i, n in rows}
+
+
 def list_sets(engine: Engine, project_id: int = 1) -> list[dict[str, Any]]:
     q = (select(PromptSet.id, PromptSet.name, PromptSet.kind, PromptSet.license, PromptSet.source,
                 PromptSet.description, func.count(Prompt.id).label("prompts"))

@@ -149,6 +149,26 @@ def test_queue_progress_counts_disputed_traces_apart_and_points_to_adjudication(
     assert any("Adjudicate the 1 disputed traces" in c.value for c in at.caption)
 
 
+def test_a_queue_made_from_the_generate_pages_next_step_holds_that_runs_traces(app_db):
+    users = make_users(app_db)
+    make_traces(app_db, 3, set_name="older")
+    newer = make_traces(app_db, 2, set_name="newer")
+    with Session(app_db) as s:
+        run_id = s.get(Trace, newer[0]).run_id
+    at = AppTest.from_file(str(PAGES / "queues.py"), default_timeout=TIMEOUT)
+    at.session_state["user_id"] = users["admin"].id
+    at.session_state["queue_from_run"] = run_id  # what the Generate page's "Next" link leaves
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs = next(m for m in at.multiselect if m.label == "Generation runs")
+    assert runs.value == [run_id] and at.text_input(key="q_name").value == f"review run {run_id}"
+    next(m for m in at.multiselect if m.label == "Members").set_value([users["annotator"].id])
+    next(b for b in at.button if b.label == "Create queue").click().run()
+    assert not at.exception and f"Queue 'review run {run_id}' created" in at.success[0].value
+    q = queues.list_queues(app_db, users["admin"])[0]
+    assert q["items"] == 2
+
+
 def test_browse_history_and_bulk(app_db):
     users = make_users(app_db)
     tids = make_traces(app_db, 3, responses=["alpha", "beta", "gamma"])

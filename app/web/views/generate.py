@@ -100,6 +100,7 @@ with tab_gen:
                                                          if r["id"] == i))
         run_panel(eng, run_id)
         if next(r["status"] for r in runs if r["id"] == run_id) == "succeeded":
+            st.session_state["queue_from_run"] = run_id  # the Queues form opens with this run picked
             link_to(user.role, "queues.py", f"Next: put run {run_id}'s traces in a review queue")
         st.subheader("All runs and their yield")
         st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch")

@@ -11,7 +11,7 @@ from core.errors import ConflictError, PermissionDenied
 from core.vocabulary import BEHAVIORS, TRACE_STATUSES
 from curation.auth import list_users
 from curation.review import queues
-from db.crud import list_sets
+from db.crud import generation_run_names, list_sets
 
 user = page_user(__file__)
 eng = engine()
@@ -19,10 +19,18 @@ st.title("Queues")
 people = {u.id: f"{u.username} ({u.role})" for u in list_users(eng) if u.is_active}
 
 # Decided once per session: an expander whose `expanded` changes between reruns folds a half-filled form.
+# A run the user came from (the Generate page's "Next" link) is preselected and opens the form.
+from_run = st.session_state.pop("queue_from_run", None)
+run_names = generation_run_names(eng)
+if from_run in run_names:
+    st.session_state["q_form_open"] = True
+    st.session_state["q_runs"] = [from_run]
+    st.session_state["q_name"] = st.session_state.get("q_name") or f"review run {from_run}"
 with st.expander("New queue", expanded=st.session_state.setdefault("q_form_open",
                                                                    not queues.list_queues(eng, user.id))):
     with st.form("new_queue"):
-        name = st.text_input("Name")
+        name = st.text_input("Name", key="q_name")
+        run_ids = st.multiselect("Generation runs", list(run_names), format_func=run_names.get, key="q_runs")
         sets = st.multiselect("Prompt sets", [s["name"] for s in list_sets(eng)])
         behaviors = st.multiselect("Expected behaviour", list(BEHAVIORS))
         mutations = st.text_input("Mutations (comma separated; (none) = unmutated)")
@@ -32,7 +40,7 @@ with st.expander("New queue", expanded=st.session_state.setdefault("q_form_open"
         overlap = st.number_input("Overlap (distinct annotators per trace)", 1, 10, 1)
         members = st.multiselect("Members", list(people), format_func=people.get)
         if st.form_submit_button("Create queue"):
-            flt = {"set_names": sets, "behaviors": behaviors, "statuses": statuses, "flagged_only": flagged,
+            flt = {"run_ids": run_ids, "set_names": sets, "behaviors": behaviors, "statuses": statuses, "flagged_only": flagged,
                    "mutations": [m.strip() for m in mutations.split(",") if m.strip()],
                    "auto_labels": [x.strip() for x in labels.split(",") if x.strip()]}
             try:
