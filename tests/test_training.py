@@ -104,12 +104,20 @@ def test_sft_run_through_the_worker_records_loss_and_writes_an_adapter(sqlite_en
     assert merged.allclose(tuned, atol=1e-4)
 
 
-def test_dpo_run_through_the_worker(sqlite_engine, tiny_model_dir, tmp_path):
+def test_dpo_run_through_the_worker(sqlite_engine, tiny_model_dir, tmp_path, monkeypatch):
+    """Also: a warm engine the worker holds from the job before is closed first (its memory goes to training).
+    The held engine is a stand-in object: a real one would be a vLLM process."""
+    from curation.backends.engines import POOL
+
+    closed = []
+    monkeypatch.setattr(POOL, "_backend", type("Held", (), {"close": lambda self: closed.append(True)})())
+    monkeypatch.setattr(POOL, "_key", "vllm warm from the job before")
     seed(sqlite_engine, n=12)
     snap = create_export(sqlite_engine, "prefs", "dpo", out_dir=tmp_path / "exports")
     run, job = runs.create_run(sqlite_engine, base_model=str(tiny_model_dir), method="dpo", export_name="prefs",
                                preset="test", overrides=SMALL, output_root=tmp_path / "runs")
     assert _run_worker(sqlite_engine)
+    assert closed == [True] and POOL.held() is None
     r = runs.get_run(sqlite_engine, run.id)
     assert r.status == "succeeded", (r.error, r.log_tail)
     train = [m for m in runs.run_metrics(sqlite_engine, run.id) if m["kind"] == "train"]

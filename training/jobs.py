@@ -110,6 +110,9 @@ def run_train(ctx: JobContext, *, run_id: int, resume: bool = False, export: dic
     except Exception as e:
         runs.set_status(ctx.engine, run_id, "failed", error=str(e)[:4000])
         raise
+    from curation.backends.engines import POOL
+
+    POOL.close()  # a warm engine from the job before holds gigabytes that training needs (the next model differs)
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train.log"
