@@ -8,14 +8,16 @@ from typing import Any
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|<>$~:=^&])")
 _BLOCK_START = re.compile(r"^(\d+)([.)])|^([-+])")  # a list item when it starts the text
-# GitHub-flavoured Markdown links bare "www." names and e-mail addresses without any markup: the escaped dot or
-# at sign keeps them text ("http://" is already broken by the escaped colon).
-_AUTOLINK = re.compile(r"(?i)(?<=\bwww)\.|@")
+# GitHub-flavoured Markdown links bare URLs ("http://", "https://", "www.") and e-mail addresses in the text it
+# has parsed, after escapes are resolved, so no escape stops it: an invisible word joiner (U+2060) inside each
+# pattern does.
+_AUTOLINK = re.compile(r"(?i)\bwww(?=\.)|\b(?:https?|ftp):(?=//)|@")
+JOINER = "\u2060"
 
 
 def literal(value: Any) -> str:
     """`value` as literal Markdown text on one line (line breaks flattened, so a table cell stays one cell)."""
-    text = _AUTOLINK.sub(lambda m: "\\" + m[0], _SPECIAL.sub(r"\\\1", " ".join(str(value).split())))
+    text = _SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m[0] + JOINER, " ".join(str(value).split())))
     return _BLOCK_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", text)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
+from core.settings import child_env
 from db.models import utcnow
 
 MANIFEST = "manifest.json"
@@ -45,9 +46,7 @@ def _libpq(engine: Engine) -> tuple[str, dict[str, str]]:
     """A libpq URL without the password, and the environment that carries it (a command line is visible to
     every user of the machine)."""
     url = engine.url
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
+    env = child_env(**({"PGPASSWORD": str(url.password)} if url.password else {}))
     return url.set(drivername="postgresql", password=None).render_as_string(hide_password=False), env
 
 

@@ -142,9 +142,11 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
     cfg2 = _tiny_config(str(tiny_model_dir), tmp_path / "out2", ablations=[], eval_suites=["harmful"],
                         generation_run=run.id, tag="ci2", preference=False)
     res2 = RationalLoop(eng, cfg2, log=lambda _l: None).run()
-    with Session(eng) as s:
-        n_runs = s.execute(select(func.count(GenerationRun.id))).scalar_one()
-        n_traces = s.execute(select(func.count(Trace.id))).scalar_one()
+    with Session(eng) as s:  # the dev split's answers aside (each loop's arms answer it anew)
+        not_dev = ~GenerationRun.name.like("loop % dev %")
+        n_runs = s.execute(select(func.count(GenerationRun.id)).where(not_dev)).scalar_one()
+        n_traces = s.execute(select(func.count(Trace.id)).join(GenerationRun, GenerationRun.id == Trace.run_id)
+                             .where(not_dev)).scalar_one()
     assert n_runs == 2 and n_traces == len(traces) + len(probe) and res2["generation"]["reused_run"] == run.id
     assert res2["generation"]["earlier_summary"]["wall_s"] is not None
     assert res2["prompts"]["harmful"] + res2["prompts"]["benign"] == n_prompts  # the reused run's own prompts
@@ -181,7 +183,7 @@ def test_loop_runs_every_stage_on_the_tiny_model(sqlite_engine, tiny_model_dir, 
                            "jbb_benign_refusal_base", "n_jbb_benign", "jbb_benign_goal", "consistency",
                            "consistency_by_set", "answer_only_harmful_refusal", "wall_minutes", "wall_goal_minutes",
                            "fresh_database", "judge", "harmful_refusal_corrected", "xstest_safe_refusal_corrected",
-                           "jbb_benign_refusal_corrected", "audited_outputs"}
+                           "jbb_benign_refusal_corrected", "audited_outputs", "selected_arm"}
     assert goals4["fresh_database"] is False and goals4["jbb_benign_goal"] == 0.25  # this loop reused run 1
     assert goals4["n_harmful"] > 0 and 0 <= goals4["harmful_refusal"] <= 1 and goals4["wall_minutes"] > 0
     assert goals4["xstest_safe_refusal"] is None  # the over-refusal suite was not run here

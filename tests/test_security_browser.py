@@ -45,7 +45,10 @@ def test_sign_out_ends_the_cookie_and_data_is_never_markdown(sqlite_url, tmp_pat
         admin = admin_ctx.new_page()
         admin.on("request", lambda r: requested.append(r.url))
         sign_in(admin, base_url, "admin", PASSWORD, "/queues")
-        admin.get_by_role("heading", name=QUEUE).wait_for(timeout=UI_TIMEOUT_MS)
+        heading = admin.get_by_role("heading", name="q ![queue](")
+        heading.wait_for(timeout=UI_TIMEOUT_MS)
+        # Shown as written (an invisible word joiner keeps URLs and addresses from being linked).
+        assert heading.inner_text().replace("\u2060", "").strip() == QUEUE
         assert admin.locator("img[alt='queue']").count() == 0
         assert admin.locator("a[href*='evil.example']").count() == 0  # bare URLs and addresses stay text
 

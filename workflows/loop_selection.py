@@ -35,15 +35,20 @@ def dev_prompts(loop: Any) -> dict[str, list[int]]:
     with Session(engine) as s:
         used = set((s.get(GenerationRun, loop.gen_run_id).selection or {}).get("prompt_ids") or [])
     out: dict[str, list[int]] = {}
-    texts: dict[int, str] = {}
     for behaviour, sets in (("refuse", HARMFUL_TRAIN), ("comply", DEV_BENIGN)):
         per = [[r for r in prompt_texts(engine, PromptFilter(set_names=[name], splits=["train"], set_kind="prompts",
                                                               mutated=False)) if r[0] not in used] for name in sets]
-        picked = [row for i in range(cfg.dev_size) for rows in per if i < len(rows) for row in [rows[i]]]
-        texts.update(picked[:cfg.dev_size])
-        out[behaviour] = [pid for pid, _ in picked[:cfg.dev_size]]
-    dropped = check_contamination(engine, texts).contaminated_prompt_ids
-    return {b: [p for p in ids if p not in dropped] for b, ids in out.items()}
+        longest = max((len(rows) for rows in per), default=0)
+        ordered = [rows[i] for i in range(longest) for rows in per if i < len(rows)]
+        # Checked in slices, so a prompt that overlaps an eval prompt is replaced by the next one.
+        out[behaviour] = []
+        for start in range(0, len(ordered), 2 * cfg.dev_size):
+            part = dict(ordered[start:start + 2 * cfg.dev_size])
+            dropped = check_contamination(engine, part).contaminated_prompt_ids
+            out[behaviour] += [pid for pid in part if pid not in dropped][:cfg.dev_size - len(out[behaviour])]
+            if len(out[behaviour]) >= cfg.dev_size:
+                break
+    return out
 
 
 def arm_model(loop: Any, arm: str) -> Path:
