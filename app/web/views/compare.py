@@ -251,7 +251,7 @@ def tradeoff_chart(points: list[dict]) -> alt.FacetChart:
                            alt.Tooltip("false refusal:Q", format=".1%"), "n (benign)"])
     xerr = base.mark_rule().encode(x="fr_lo:Q", x2="fr_hi:Q", y="harmful refusal:Q")
     yerr = base.mark_rule().encode(y="r_lo:Q", y2="r_hi:Q", x="false refusal:Q")
-    return alt.layer(xerr, yerr, dots, data=data).properties(width=320, height=300).facet(
+    return alt.layer(xerr, yerr, dots, data=data).properties(width=240, height=260).facet(
         column=alt.Column("set:N", title=None))
 
 
